@@ -1,0 +1,3 @@
+from vla_flow.cli import main
+
+raise SystemExit(main())
