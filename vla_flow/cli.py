@@ -14,7 +14,8 @@ from vla_flow.errors import UserError
 
 # Order is the order in --help. Each module must define register(subparsers).
 COMMAND_MODULES = [
-    "envs.commands",      # tasks, demos
+    "envs.commands",      # tasks
+    "envs.demos_cli",     # demos
     "train.commands",     # train
     "policy.commands",    # predict
     "eval.commands",      # eval

@@ -1,0 +1,18 @@
+"""Atomic writes: a failure mid-write leaves the previous file intact and no temp files behind."""
+import json
+
+import pytest
+
+from vla_flow.io import atomic_path, atomic_write_json
+
+
+def test_atomic_write_replaces_and_cleans_up(tmp_path):
+    target = tmp_path / "sub" / "result.json"
+    atomic_write_json(target, {"a": 1})
+    assert json.loads(target.read_text()) == {"a": 1}
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.write_text("half a fi")
+            raise RuntimeError("killed mid-write")
+    assert json.loads(target.read_text()) == {"a": 1}
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
