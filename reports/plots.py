@@ -1,0 +1,78 @@
+"""The speed/quality plot: success rate (Wilson 95% interval) against median policy latency, per N.
+
+One panel per task plus an "all tasks" panel first; in each panel one point per flow-step count N,
+labelled "N=...", joined in N order so the trade-off curve reads left (fast) to right (slow). With several
+runs each run gets its own colour. Matplotlib's Agg backend: no display needed.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from reports.summary import ALL_TASKS
+from vla_flow.io import atomic_path
+
+COLS = 4
+
+
+def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
+    groups = rows.groupby("run", sort=False) if "run" in rows.columns else [(None, rows)]
+    for run, g in groups:
+        g = g.sort_values("flow_steps")
+        g = g[g["n_valid"] > 0]
+        if g.empty:
+            continue
+        x, y = g["policy_ms_p50"], 100 * g["success_rate"]
+        err = [100 * (g["success_rate"] - g["ci_low"]), 100 * (g["ci_high"] - g["success_rate"])]
+        color = colors.get(run, "C0")
+        ax.errorbar(x, y, yerr=err, fmt="-o", color=color, ms=5, lw=1.2, capsize=3, alpha=0.9,
+                    label=run)
+        for xi, yi, n in zip(x, y, g["flow_steps"]):
+            ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8,
+                        color=color)
+    ax.set_title(title, fontsize=9, fontweight="bold" if title == ALL_TASKS else "normal")
+    ax.set_ylim(-5, 110)
+    ax.margins(x=0.18)
+    ax.grid(alpha=0.3)
+    ax.tick_params(labelsize=8)
+
+
+def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
+    """Write the plot for a :func:`reports.summary.report_summary` table to ``path`` (PNG, atomic)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tasks = [ALL_TASKS] + sorted(t for t in table["task"].unique() if t != ALL_TASKS)
+    runs = list(dict.fromkeys(table["run"])) if "run" in table.columns else [None]
+    colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}
+    cols = min(COLS, len(tasks))
+    rows = math.ceil(len(tasks) / cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows + 0.6), squeeze=False)
+    for ax, task in zip(axes.flat, tasks):
+        _panel(ax, table[table["task"] == task], _short(task), colors)
+    for ax in list(axes.flat)[len(tasks):]:
+        ax.set_visible(False)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("success rate (%)", fontsize=8)
+    for ax in axes[-1, :]:
+        ax.set_xlabel("median policy latency (ms)", fontsize=8)
+    if len(runs) > 1:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(handles, labels, loc="upper right", fontsize=8)
+    fig.suptitle("Speed vs quality: success rate with Wilson 95% interval, one point per flow-step "
+                 "count N", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _short(task: str, width: int = 48) -> str:
+    """Task names are long sentences; keep panel titles on one line."""
+    task = task.replace("_", " ")
+    return task if len(task) <= width else task[: width - 1] + "…"
