@@ -1,0 +1,132 @@
+"""Policy checkpoints: tensors and plain data only, loadable with ``torch.load(weights_only=True)``.
+
+Layout of the saved dict:
+    format            "vla-flow-policy", format_version 1
+    config            PolicyConfig as a plain dict
+    state_dict        trainable weights + normalization buffers ("normalizer.*"); the frozen CLIP weights
+                      ("encoder.*") only with include_encoder=True (150M parameters, ~600 MB for ViT-B/16)
+    stats             the normalization statistics again as {key: {mean, std, min, max}} for readers
+    provenance        encoder provenance: model, pretrained, random_init, init_seed, weights_file, fingerprint
+    versions          torch / open_clip / numpy / python versions
+    trainable_params  int
+    extra             whatever the caller passed as **extra (optimizer / scheduler state, step, ...)
+
+Without the encoder weights, loading rebuilds the frozen encoder from its provenance (the openai / local file,
+or the same random-init seed) and compares its fingerprint; a mismatch is an error, never a silent change of
+features. Missing, unexpected or mis-shaped keys are errors that name the key.
+"""
+from __future__ import annotations
+
+import math
+import platform
+from pathlib import Path
+
+import torch
+
+from policy.configuration import PolicyConfig
+from policy.modeling import FlowPolicy
+from vla_flow import config as cfgmod
+from vla_flow.errors import UserError
+from vla_flow.io import atomic_path
+
+FORMAT = "vla-flow-policy"
+FORMAT_VERSION = 1
+REQUIRED = ("format", "format_version", "config", "state_dict", "provenance")
+ENCODER_PREFIX = "encoder."
+
+
+class CheckpointError(UserError):
+    """The checkpoint file is missing, unreadable, or does not match the policy code."""
+
+
+def _versions() -> dict:
+    import numpy
+    import open_clip
+
+    return {"torch": str(torch.__version__), "open_clip": str(open_clip.__version__), "numpy": str(numpy.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: str | Path, policy: FlowPolicy, include_encoder: bool = False, **extra) -> Path:
+    """Write ``policy`` atomically to ``path``; ``extra`` must hold only tensors / plain data."""
+    state = {k: v.detach().cpu() for k, v in policy.state_dict().items()
+             if include_encoder or not k.startswith(ENCODER_PREFIX)}
+    ckpt = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "config": cfgmod.to_dict(policy.cfg),
+        "state_dict": state,
+        "stats": {k: {s: v.numpy().tolist() for s, v in d.items()} for k, d in policy.normalizer.get_stats().items()},
+        "provenance": policy.provenance,
+        "versions": _versions(),
+        "trainable_params": policy.num_trainable_params(),
+        "includes_encoder": include_encoder,
+        "extra": extra,
+    }
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        torch.save(ckpt, tmp)
+    return path
+
+
+def read_checkpoint(path: str | Path) -> dict:
+    """The raw checkpoint dict (weights_only=True), with its required keys checked."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, non-plain objects
+        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path}: not a vla-flow policy checkpoint (top level is {type(ckpt).__name__})")
+    for key in REQUIRED:
+        if key not in ckpt:
+            raise CheckpointError(f"{path}: missing key '{key}' (not a vla-flow policy checkpoint, or truncated)")
+    if ckpt["format"] != FORMAT or ckpt["format_version"] != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format {ckpt['format']!r} v{ckpt['format_version']}, "
+                              f"expected {FORMAT!r} v{FORMAT_VERSION}")
+    return ckpt
+
+
+def _check_state(path: Path, expected: dict, state: dict, includes_encoder: bool) -> None:
+    want = {k: v for k, v in expected.items() if includes_encoder or not k.startswith(ENCODER_PREFIX)}
+    missing = sorted(set(want) - set(state))
+    unexpected = sorted(set(state) - set(want))
+    if missing:
+        raise CheckpointError(f"{path}: state_dict is missing key '{missing[0]}'"
+                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if unexpected:
+        raise CheckpointError(f"{path}: state_dict has unexpected key '{unexpected[0]}'"
+                              + (f" (and {len(unexpected) - 1} more)" if len(unexpected) > 1 else ""))
+    for key, tensor in state.items():
+        if tuple(tensor.shape) != tuple(want[key].shape):
+            raise CheckpointError(f"{path}: key '{key}' has shape {tuple(tensor.shape)}, "
+                                  f"the policy expects {tuple(want[key].shape)}")
+
+
+def _check_fingerprint(path: Path, saved: dict, rebuilt: dict) -> None:
+    a, b = saved.get("fingerprint"), rebuilt.get("fingerprint")
+    if a is None or b is None:
+        return
+    if not all(math.isclose(x, y, rel_tol=1e-7, abs_tol=1e-6) for x, y in zip(a, b)):
+        raise CheckpointError(f"{path}: the rebuilt frozen encoder differs from the one trained with "
+                              f"(fingerprint {b} vs saved {a}; provenance {saved}). Use the same weights file / "
+                              "library versions, or re-save the checkpoint with include_encoder=True")
+
+
+def load_policy(path: str | Path, device: str | torch.device = "cpu") -> FlowPolicy:
+    """Rebuild the policy from ``path`` on ``device`` (eval mode)."""
+    path = Path(path)
+    ckpt = read_checkpoint(path)
+    cfg = cfgmod.from_dict(PolicyConfig, ckpt["config"])
+    policy = FlowPolicy(cfg)
+    includes_encoder = bool(ckpt.get("includes_encoder", False))
+    state = ckpt["state_dict"]
+    _check_state(path, policy.state_dict(), state, includes_encoder)
+    if not includes_encoder:
+        _check_fingerprint(path, ckpt["provenance"], policy.provenance)
+    policy.load_state_dict(state, strict=includes_encoder)
+    if torch.isnan(policy.normalizer.actions_mean).any():
+        raise CheckpointError(f"{path}: normalization stats were never set before saving (NaN buffers)")
+    return policy.to(device).eval()
