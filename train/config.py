@@ -38,7 +38,6 @@ class TrainConfig:
     grad_clip: float = 1.0
     bf16: bool = False  # autocast to bfloat16; applies on CUDA only
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    num_workers: int = 0  # DataLoader workers for the on_the_fly path
 
     log_every: int = 10  # steps between metrics rows
     val_every: int = 500  # steps between validation passes (0: only at the end)
@@ -54,7 +53,7 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "cache_batch_size", "log_every", "save_every"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name}: {getattr(self, name)} must be > 0")
-        for name in ("warmup_steps", "val_every", "val_max_samples", "keep_last", "num_workers"):
+        for name in ("warmup_steps", "val_every", "val_max_samples", "keep_last"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name}: {getattr(self, name)} must be >= 0")
         if self.max_steps is not None and self.max_steps <= 0:

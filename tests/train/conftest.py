@@ -14,6 +14,11 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 
+# LIBERO-Spatial task 0, as the benchmark names it (the trainer checks data against env.task)
+TASK0_NAME = "pick_up_the_black_bowl_between_the_plate_and_the_ramekin_and_place_it_on_the_plate"
+TASK0_LANGUAGE = "pick up the black bowl between the plate and the ramekin and place it on the plate"
+
+
 def quat2axisangle(quat: np.ndarray) -> np.ndarray:
     """(T, 4) xyzw -> (T, 3) the way robosuite's ``transform_utils.quat2axisangle`` (and so LIBERO's
     ``ee_ori``) computes it: angle 2 acos(w) in [0, 2 pi], so the sign of w is kept."""
@@ -23,7 +28,7 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
 
 
 def write_demo_file(path: Path, n_demos: int = 4, length: int = 12, seed: int = 0, image_size: int = 32,
-                    with_quat: bool = True, instruction: str = "pick up the black bowl and place it on the plate",
+                    with_quat: bool = True, instruction: str = TASK0_LANGUAGE,
                     drop: str | None = None) -> Path:
     """Write ``path``; ``drop='demo_1/obs/joint_states'`` leaves that key out (for error tests)."""
     rng = np.random.default_rng(seed)
@@ -31,7 +36,7 @@ def write_demo_file(path: Path, n_demos: int = 4, length: int = 12, seed: int = 
         data = fh.create_group("data")
         data.attrs["problem_info"] = json.dumps({"language_instruction": instruction})
         data.attrs["env_args"] = json.dumps({"env_name": "test"})
-        data.attrs["bddl_file_name"] = "test_task.bddl"
+        data.attrs["bddl_file_name"] = f"libero/bddl_files/libero_spatial/{TASK0_NAME}.bddl"
         data.attrs["num_demos"] = n_demos
         data.attrs["total"] = n_demos * length
         for k in range(n_demos):

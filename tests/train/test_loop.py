@@ -1,0 +1,134 @@
+"""Training loop on real tiny HDF5 files and the real (tiny, random-init) policy: cache, resume, errors,
+loss decrease, atomic checkpoints."""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from tests.train.conftest import write_demo_file
+from train.logs import read_metrics
+from train.loop import train
+from vla_flow.cli import main as cli_main
+from vla_flow.experiment import load_experiment
+
+
+def tiny(*overrides):
+    return load_experiment("configs/tiny.yaml", list(overrides))
+
+
+@pytest.fixture(scope="module")
+def data_file(tmp_path_factory):
+    return write_demo_file(tmp_path_factory.mktemp("data") / "task0_demo.hdf5", n_demos=6, length=20)
+
+
+def losses(run):
+    return np.array([r["loss"] for r in read_metrics(run / "metrics.csv")])
+
+
+def test_cache_reused_then_rebuilt_on_data_or_encoder_change(tmp_path):
+    path = write_demo_file(tmp_path / "d_demo.hdf5", n_demos=3, length=12)
+    first = train(tiny("train.max_steps=2"), tmp_path / "r1", [str(path)])["cache"][0]
+    again = train(tiny("train.max_steps=2"), tmp_path / "r2", [str(path)])["cache"][0]
+    assert first["built"] and not again["built"] and again["key"] == first["key"]
+    other_enc = train(tiny("train.max_steps=2", "policy.vision.init_seed=1"), tmp_path / "r3", [str(path)])["cache"][0]
+    assert other_enc["built"] and other_enc["key"] != first["key"]
+    write_demo_file(path, n_demos=3, length=12, seed=5)  # same shapes, other images
+    other_data = train(tiny("train.max_steps=2"), tmp_path / "r4", [str(path)])["cache"][0]
+    assert other_data["built"] and other_data["key"] not in (first["key"], other_enc["key"])
+
+
+def test_loss_decreases_and_checkpoint_loads(tmp_path, data_file):
+    out = tmp_path / "run"
+    summary = train(tiny("train.max_steps=60", "train.lr=0.003"), out, [str(data_file)])
+    curve = losses(out)
+    assert curve[-3:].mean() < 0.7 * curve[:2].mean(), curve
+    from policy.checkpoint import load_policy
+
+    policy = load_policy(out / "checkpoints" / "last.pt")
+    assert summary["last_checkpoint"].endswith("step_60.pt")
+    a = policy.predict(np.zeros((2, 224, 224, 3), np.uint8), "x", np.zeros((2, 7)), np.zeros((2, 7)),
+                       generator=torch.Generator().manual_seed(0))
+    assert a.shape == (2, 4, 7) and np.isfinite(a).all()
+
+
+def test_resume_reproduces_the_uninterrupted_curve(tmp_path, data_file):
+    exp = tiny("train.max_steps=30", "train.save_every=10", "train.log_every=3", "train.val_every=15")
+    train(exp, tmp_path / "full", [str(data_file)])
+
+    def interrupt(step):
+        if step == 17:  # after the step-10 checkpoint, mid-window
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(exp, tmp_path / "cut", [str(data_file)], on_step=interrupt)
+    train(exp, tmp_path / "cut", [str(data_file)], resume="auto")
+    full, cut = read_metrics(tmp_path / "full" / "metrics.csv"), read_metrics(tmp_path / "cut" / "metrics.csv")
+    assert [r["step"] for r in full] == [r["step"] for r in cut]
+    for key in ("loss", "val_loss", "val_mse_n1", "val_mse_n10", "lr", "grad_norm"):
+        a = np.array([r[key] for r in full if r[key] is not None])
+        b = np.array([r[key] for r in cut if r[key] is not None])
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7, err_msg=key)
+
+
+def test_fresh_run_refuses_to_overwrite_a_run(tmp_path, data_file):
+    train(tiny("train.max_steps=1"), tmp_path / "r", [str(data_file)])
+    with pytest.raises(Exception, match="--resume auto"):
+        train(tiny("train.max_steps=1"), tmp_path / "r", [str(data_file)])
+
+
+def test_interrupted_save_keeps_previous_checkpoint_loadable(tmp_path, data_file, monkeypatch):
+    from policy.checkpoint import load_policy
+    from train import checkpoints
+
+    out = tmp_path / "run"
+    train(tiny("train.max_steps=10", "train.save_every=5"), out, [str(data_file)])
+    before = (out / "checkpoints" / "last.pt").read_bytes()
+
+    def killed(obj, path, *a, **k):  # dies half-way through writing the temp file
+        with open(path, "wb") as fh:
+            fh.write(b"PK\x03\x04 truncated")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(torch, "save", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny("train.max_steps=20", "train.save_every=5"), out, [str(data_file)], resume="auto")
+    monkeypatch.undo()
+    assert (out / "checkpoints" / "last.pt").read_bytes() == before
+    assert not list((out / "checkpoints").glob(".*tmp"))
+    load_policy(out / "checkpoints" / "last.pt")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train.nonsense=1"], "unknown config key 'train.nonsense'"),
+    (["--data", "/nonexistent/x_demo.hdf5"], "dataset not found: /nonexistent/x_demo.hdf5"),
+    (["--data", "MISSING_KEY"], "demo_1/obs/ee_pos: missing key"),
+])
+def test_cli_errors_exit_nonzero_with_clear_message(tmp_path, capsys, args, message):
+    if "MISSING_KEY" in args:
+        args = ["--data", str(write_demo_file(tmp_path / "bad.hdf5", drop="demo_1/obs/ee_pos"))]
+    elif "--data" not in args:
+        args = ["--data", str(write_demo_file(tmp_path / "ok.hdf5"))] + args
+    code = cli_main(["train", "--config", "configs/tiny.yaml", "--out", str(tmp_path / "run")] + args)
+    assert code != 0
+    assert message in capsys.readouterr().err
+
+
+def test_non_finite_loss_names_step_demos_and_checkpoint(tmp_path, data_file, monkeypatch):
+    from policy.modeling import FlowPolicy
+
+    real = FlowPolicy.compute_loss
+    calls = {"n": 0}
+
+    def poisoned(self, batch, generator=None):
+        loss, m = real(self, batch, generator)
+        calls["n"] += 1
+        return (loss * float("nan") if calls["n"] == 8 else loss), m
+
+    monkeypatch.setattr(FlowPolicy, "compute_loss", poisoned)
+    with pytest.raises(Exception) as info:
+        train(tiny("train.max_steps=10", "train.save_every=5", "train.val_every=0"), tmp_path / "r", [str(data_file)])
+    msg = str(info.value)
+    assert "step 7" in msg and "task0_demo.hdf5:demo_" in msg and "step_5.pt" in msg

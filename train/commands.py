@@ -1,0 +1,45 @@
+"""``vla-flow train``: train the flow policy from an experiment config (single process or under torchrun).
+
+    vla-flow train --config configs/tiny.yaml --out runs/tiny --data demos/task_demo.hdf5 train.max_steps=50
+    torchrun --nproc_per_node=2 -m vla_flow train --config ... --out ...   (DDP: gloo on CPU, nccl on CUDA)
+    vla-flow train --config ... --out runs/tiny --resume auto             (continue RUN from last.pt)
+"""
+from __future__ import annotations
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("train", help="train the policy (DDP under torchrun)",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--config", required=True, help="experiment YAML (path or preset name in configs/)")
+    p.add_argument("--out", required=True, help="run folder: metrics.csv, tb/, checkpoints/")
+    p.add_argument("--data", nargs="+", default=None, metavar="FILE",
+                   help="HDF5 demo file(s); default: train.data from the config")
+    p.add_argument("--resume", default=None, metavar="PATH|auto",
+                   help="checkpoint to continue from, or 'auto' for RUN/checkpoints/last.pt")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=0.001")
+    p.set_defaults(func=run)
+
+
+def split_data_and_overrides(data: list[str], overrides: list[str]) -> tuple[list[str], list[str]]:
+    """``--data A B train.lr=0.001`` : argparse gives every word to --data; words that look like
+    ``section.key=value`` are overrides."""
+    import re
+
+    is_override = re.compile(r"^[A-Za-z_][\w.]*=")
+    files = [d for d in data if not is_override.match(d)]
+    return files, [d for d in data if is_override.match(d)] + list(overrides)
+
+
+def run(args) -> int:
+    import json
+    import os
+
+    from train.loop import train
+    from vla_flow.experiment import load_experiment
+
+    data, overrides = split_data_and_overrides(args.data or [], args.overrides)
+    exp = load_experiment(args.config, overrides)
+    summary = train(exp, args.out, data_paths=data or None, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
+        print(json.dumps(summary, indent=2, default=str))
+    return 0

@@ -1,0 +1,138 @@
+"""Everything the loop needs from the data: the policy with its statistics, the train/val frame tables,
+and ``gather(table, rows)`` -> a ``compute_loss`` batch, from cached features or encoding on the fly.
+
+Batch (B rows, H = policy chunk_size): ``image_feat (B, D)`` (cached) or ``image (B, 224, 224, 3) uint8``
+(on the fly, optionally random-shifted), ``text_feat (B, 512)``, ``joints (B, 7)``, ``ee_pose (B, 7)``,
+``gripper (B, 2)``, ``actions (B, H, 7)`` raw, ``action_mask (B, H)``. The policy normalizes.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from envs import conventions as C
+from train.dataset import DemoFile, FrameTable, build_frames, open_demo_file, split_demos
+from vla_flow.errors import UserError
+
+AUG_PAD = 8  # random-shift augmentation: pad by 8 px (edge) and crop back to 224 (DrQ-style shift)
+
+
+@dataclass
+class TrainData:
+    policy: torch.nn.Module
+    policy_cfg: object
+    files: list[DemoFile]
+    train: FrameTable
+    val: FrameTable | None
+    mode: str  # "cached" | "on_the_fly"
+    augment: bool
+    seed: int
+    text_feat: torch.Tensor  # (n_files, Dt)
+    image_feat: torch.Tensor | None = None  # (sum of F_file, D) all files' frames, cached mode only
+    file_offsets: np.ndarray | None = None  # (n_files,) first row of each file in image_feat
+    cache_info: list[dict] = field(default_factory=list)
+
+    def gather(self, table: FrameTable, rows, step: int, device, augment: bool | None = None) -> dict:
+        """The ``compute_loss`` batch for ``rows`` of ``table`` (train or val) at ``step``."""
+        rows = np.asarray(rows, dtype=np.int64)
+        actions, mask = table.chunk(rows)
+        fidx = table.file_idx[rows]
+        batch = {"joints": table.joints[rows], "ee_pose": table.ee_pose[rows], "gripper": table.gripper[rows],
+                 "actions": actions, "action_mask": mask}
+        batch = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device) for k, v in batch.items()}
+        batch["text_feat"] = self.text_feat[torch.from_numpy(fidx)].to(device)
+        if self.mode == "cached":
+            idx = torch.from_numpy(self.file_offsets[fidx] + table.frame_in_file[rows])
+            batch["image_feat"] = self.image_feat[idx].to(device)
+        else:
+            aug = self.augment if augment is None else augment
+            images = [self._image(table, r, step, aug) for r in rows.tolist()]
+            batch["image"] = torch.from_numpy(np.stack(images)).to(device)
+        return batch
+
+    def _image(self, table: FrameTable, row: int, step: int, augment: bool) -> np.ndarray:
+        df = self.files[table.file_idx[row]]
+        img = C.to_policy_image(df.read_image(int(table.demo_idx[row]), int(table.t[row])))
+        if not augment:
+            return img
+        seed = int.from_bytes(hashlib.blake2b(f"aug:{self.seed}:{step}:{row}".encode(), digest_size=8).digest(),
+                              "little")
+        dy, dx = np.random.default_rng(seed).integers(0, 2 * AUG_PAD + 1, size=2)
+        padded = np.pad(img, ((AUG_PAD, AUG_PAD), (AUG_PAD, AUG_PAD), (0, 0)), mode="edge")
+        return padded[dy:dy + img.shape[0], dx:dx + img.shape[1]]
+
+    def predict(self, policy, batch: dict, num_flow_steps: int) -> torch.Tensor:
+        """Raw actions (B, H, 7) from a gathered batch, Euler from ``batch['noise']`` (for validation MSE)."""
+        image_feat = batch.get("image_feat")
+        if image_feat is None:
+            image_feat = policy.encode_images(batch["image"])
+        cond = policy.condition(image_feat, batch["text_feat"], batch["joints"], batch["ee_pose"],
+                                batch.get("gripper"))
+        return policy.sample_actions(cond, num_flow_steps, batch["noise"])
+
+
+def check_task(env_cfg, files: list[DemoFile]) -> None:
+    """The data must be the task ``env.task`` names: compare BDDL file name (or instruction) per file."""
+    from envs.libero import resolve_task
+
+    spec = resolve_task(env_cfg.suite, env_cfg.task)
+    for df in files:
+        stem = Path(df.bddl_file_name).stem if df.bddl_file_name else ""
+        if stem == spec.name or (not stem and df.instruction == spec.language):
+            continue
+        raise UserError(f"{df.path}: holds demos of '{stem or df.instruction}', but env.task={env_cfg.task!r} "
+                        f"({env_cfg.suite}) is '{spec.name}'. Pass the matching --data file or set "
+                        f"env.task to the file's task.")
+
+
+def _policy(pcfg, table: FrameTable, device):
+    from policy.modeling import FlowPolicy
+    from policy.normalize import compute_stats
+
+    if pcfg.vision.use_wrist_image:
+        raise UserError("policy.vision.use_wrist_image=true is not supported by `vla-flow train` yet "
+                        "(the feature cache holds one camera); set it to false")
+    policy = FlowPolicy(pcfg)
+    stats = compute_stats(table.actions, table.joints, table.ee_pose,
+                          table.gripper if pcfg.use_gripper_state else None)
+    policy.set_stats(stats)
+    return policy.to(device)
+
+
+def load_train_data(exp, paths: list[str], device) -> TrainData:
+    """Open + validate the files, split by demo, build the policy (stats from the TRAIN split only) and
+    the features (cache hit, cache build, or nothing for on_the_fly)."""
+    from train import features
+
+    cfg = exp.train
+    if not paths:
+        raise UserError("no dataset: pass --data FILE.hdf5 (made by `vla-flow demos`) or set train.data")
+    files = [open_demo_file(p, cfg.image_key) for p in paths]
+    check_task(exp.env, files)
+    train_demos, val_demos = split_demos(files, cfg.val_fraction, cfg.seed)
+    horizon = exp.policy.chunk_size
+    train, val = build_frames(files, train_demos, horizon), build_frames(files, val_demos, horizon)
+    policy = _policy(exp.policy, train, device)
+    vision = exp.policy.vision
+    encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{vision.dtype}"
+    image_feat, text_feat, infos = [], [], []
+    for df in files:
+        if cfg.features == "cached":
+            img, txt, info = features.build_or_load(policy, df, encoder_name=encoder_name,
+                                                    image_size=C.POLICY_IMAGE_SIZE,
+                                                    batch_size=cfg.cache_batch_size, cache_dir=cfg.cache_dir,
+                                                    device=device)
+            image_feat.append(torch.from_numpy(img))
+            text_feat.append(torch.from_numpy(txt))
+            infos.append(info)
+        else:
+            text_feat.append(policy.encode_text([df.instruction])[0].float().cpu())
+    offsets = np.cumsum([0] + [df.num_frames for df in files[:-1]]).astype(np.int64)
+    return TrainData(policy=policy, policy_cfg=exp.policy, files=files, train=train,
+                     val=val if len(val) else None, mode=cfg.features, augment=cfg.augment, seed=cfg.seed,
+                     text_feat=torch.stack(text_feat), image_feat=torch.cat(image_feat) if image_feat else None,
+                     file_offsets=offsets, cache_info=infos)
