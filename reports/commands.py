@@ -58,7 +58,19 @@ def make_report(dirs: list[Path], out: Path):
     page = html.render_report(df, table, metas, standard_comparisons(df), png,
                               {name: str(d) for name, d in zip(names, dirs)})
     atomic_write_text(out / "report.html", page)
+    _readable(out)
     return table
+
+
+def _readable(out: Path) -> None:
+    """Atomic writes come from mkstemp (mode 0600); give the report files the usual umask mode so a
+    copied or served report folder is readable by others."""
+    import os
+
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in OUTPUTS:
+        (out / name).chmod(0o666 & ~umask)
 
 
 def format_table(table) -> str:

@@ -90,3 +90,13 @@ def eval_dir(tmp_path_factory) -> Path:
     df = episode_rows()
     df.loc[3, ["status", "success", "error"]] = ["error", False, "RuntimeError: <worker> crashed"]
     return make_eval_dir(tmp_path_factory.mktemp("eval") / "run_a", df)
+
+
+@pytest.fixture(scope="session")
+def report_out(eval_dir) -> Path:
+    """`vla-flow report` of ``eval_dir`` into a sibling folder ``out`` (videos linked as ../run_a/...)."""
+    from vla_flow.cli import main
+
+    out = eval_dir.parent / "out"
+    assert main(["report", str(eval_dir), "--out", str(out)]) == 0
+    return out
