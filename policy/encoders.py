@@ -149,8 +149,11 @@ def load_clip(vcfg: VisionConfig) -> tuple[nn.Module, dict]:
         if not path.is_file():
             raise EncoderWeightsError(f"vision.pretrained: weights file not found: {path}. Expected 'openai', "
                                       "'none' or the path of an open_clip weights file")
-        base = "ViT-B-16-quickgelu" if vcfg.model == TINY_MODEL else vcfg.model
-        model = open_clip.create_model(base, pretrained=str(path))
+        model = _build_random(vcfg)  # architecture only; every weight is overwritten (strict load)
+        try:
+            open_clip.load_checkpoint(model, str(path), strict=True)
+        except Exception as exc:
+            raise EncoderWeightsError(f"vision.pretrained: cannot load {path} into {vcfg.model}: {exc}") from exc
         prov["weights_file"] = str(path)
     prov["fingerprint"] = fingerprint(model)
     return model, prov

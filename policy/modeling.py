@@ -298,7 +298,8 @@ def _as_tensor(x, name: str) -> torch.Tensor:
     if isinstance(x, torch.Tensor):
         return x
     try:
-        return torch.from_numpy(np.ascontiguousarray(x))
+        arr = np.ascontiguousarray(x)
+        return torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     except (TypeError, ValueError) as exc:
         raise PolicyInputError(f"{name}: expected a numpy array or torch tensor, got {type(x).__name__}") from exc
 

@@ -1,0 +1,62 @@
+"""Frozen CLIP loading: offline failure, random init provenance, local weights files."""
+import time
+import warnings
+
+import pytest
+import torch
+
+from policy.configuration import VisionConfig
+from policy.encoders import EncoderWeightsError, FrozenClip, load_clip
+from vla_flow.errors import UserError
+
+
+def test_openai_offline_fails_fast_with_instructions(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants as c
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    import open_clip  # noqa: F401  (import time, ~3 s here, is not the failure path being timed)
+
+    t0 = time.perf_counter()
+    with pytest.raises(EncoderWeightsError) as info:
+        load_clip(VisionConfig(model="ViT-B-16-quickgelu", pretrained="openai"))
+    assert time.perf_counter() - t0 < 5.0
+    msg = str(info.value)
+    assert isinstance(info.value, UserError)
+    assert "open_clip_model.safetensors" in msg and "pretrained=none" in msg and "timm/vit_base_patch16_clip_224.openai" in msg
+
+
+def test_random_init_is_loud_seeded_and_recorded(capsys):
+    with pytest.warns(UserWarning, match="random-init"):
+        a, prov_a = load_clip(VisionConfig(model="tiny", pretrained="none", init_seed=3))
+    assert "RANDOM-INIT" in capsys.readouterr().err
+    assert prov_a["random_init"] is True and prov_a["init_seed"] == 3
+    with pytest.warns(UserWarning):
+        b, prov_b = load_clip(VisionConfig(model="tiny", pretrained="none", init_seed=3))
+        c, prov_c = load_clip(VisionConfig(model="tiny", pretrained="none", init_seed=4))
+    assert prov_a["fingerprint"] == prov_b["fingerprint"] != prov_c["fingerprint"]
+
+
+def test_local_weights_file_and_missing_file(tmp_path):
+    with pytest.warns(UserWarning):
+        model, _ = load_clip(VisionConfig(model="tiny", pretrained="none", init_seed=5))
+    path = tmp_path / "clip.pt"
+    torch.save(model.state_dict(), path)
+    loaded, prov = load_clip(VisionConfig(model="tiny", pretrained=str(path), init_seed=0))
+    assert prov["random_init"] is False and prov["weights_file"] == str(path)
+    for (k, v), (k2, v2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert k == k2 and torch.equal(v, v2)
+    with pytest.raises(EncoderWeightsError, match="not found"):
+        load_clip(VisionConfig(model="tiny", pretrained=str(tmp_path / "nope.pt")))
+
+
+def test_frozen_and_preprocessing():
+    with pytest.warns(UserWarning):
+        enc = FrozenClip(VisionConfig(model="tiny", pretrained="none"))
+    enc.train()
+    assert not enc.training and all(not p.requires_grad for p in enc.parameters())
+    img = torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8)
+    as_float = enc.encode_images(img.float() / 255.0)
+    assert torch.allclose(enc.encode_images(img), as_float, atol=1e-5)
+    assert torch.allclose(as_float.norm(dim=-1), torch.ones(2), atol=1e-5)  # pooled features are L2-normalized
