@@ -77,7 +77,11 @@ def format_table(table) -> str:
     """The summary as aligned terminal text: rate with its Wilson interval, errors shown apart."""
     cols = [c for c in ("run", "task", "flow_steps") if c in table.columns]
     view = table[cols].copy()
-    view["task"] = view["task"].map(lambda t: t if len(t) <= 50 else t[:49] + "…")
+    from reports.summary import short_task_names
+
+    short, note = short_task_names(list(view["task"].unique()))
+    note = f"task names shown without the words all share: {note}\n" if note else ""
+    view["task"] = view["task"].map(short)
     view = view.rename(columns={"flow_steps": "N"})
     view["n"] = table["n"]
     view["errors"] = table["n_error"]
@@ -89,5 +93,6 @@ def format_table(table) -> str:
         view[name] = table[col].map(lambda x, d=digits: "–" if x != x else f"{x:.{d}f}")
     width = int(view["task"].str.len().max())
     return ("success rate = successes / valid episodes; errors (status != ok) are not failures\n"
-            + view.to_string(index=False,
+            + note + view.to_string(index=False,
                              formatters={"task": lambda t: t.ljust(width)}))
+

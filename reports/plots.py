@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports.summary import ALL_TASKS
+from reports.summary import ALL_TASKS, short_task_names
 from vla_flow.io import atomic_path
 
 COLS = 4
@@ -29,10 +29,11 @@ def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
         color = colors.get(run, "C0")
         ax.errorbar(x, y, yerr=err, fmt="-o", color=color, ms=5, lw=1.2, capsize=3, alpha=0.9,
                     label=run)
-        for xi, yi, n in zip(x, y, g["flow_steps"]):
-            ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 5), fontsize=8,
-                        color=color)
-    ax.set_title(title, fontsize=9, fontweight="bold" if title == ALL_TASKS else "normal")
+        for i, (xi, yi, n) in enumerate(zip(x, y, g["flow_steps"])):
+            # alternate above/below so labels of neighbouring N (close latencies) do not overlap
+            ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 5 if i % 2 else -11),
+                        fontsize=8, color=color)
+    ax.set_title(title, fontsize=8.5, fontweight="bold" if title == ALL_TASKS else "normal")
     ax.set_ylim(-5, 110)
     ax.margins(x=0.18)
     ax.grid(alpha=0.3)
@@ -50,20 +51,22 @@ def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
     colors = {run: f"C{i % 10}" for i, run in enumerate(runs)}
     cols = min(COLS, len(tasks))
     rows = math.ceil(len(tasks) / cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.0 * rows + 0.6), squeeze=False)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows + 0.7), squeeze=False,
+                             sharex=True, sharey=True)
+    short, common = short_task_names(tasks)
     for ax, task in zip(axes.flat, tasks):
-        _panel(ax, table[table["task"] == task], _short(task), colors)
+        _panel(ax, table[table["task"] == task], _wrap(short[task]), colors)
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
-    for ax in axes[:, 0]:
-        ax.set_ylabel("success rate (%)", fontsize=8)
-    for ax in axes[-1, :]:
-        ax.set_xlabel("median policy latency (ms)", fontsize=8)
+    for ax in list(axes.flat)[: len(tasks)]:
+        ax.tick_params(labelbottom=True, labelleft=True)  # shared axes, but every panel labelled
+    fig.supxlabel("median policy latency per call (ms)", fontsize=9)
+    fig.supylabel("success rate (%)", fontsize=9)
     if len(runs) > 1:
         handles, labels = axes.flat[0].get_legend_handles_labels()
         fig.legend(handles, labels, loc="upper right", fontsize=8)
-    fig.suptitle("Speed vs quality: success rate with Wilson 95% interval, one point per flow-step "
-                 "count N", fontsize=10)
+    title = "Speed vs quality: success rate with Wilson 95% interval, one point per flow-step count N"
+    fig.suptitle(title + (f"\ntasks: {common}" if common else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))
     path = Path(path)
     with atomic_path(path) as tmp:
@@ -72,7 +75,12 @@ def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def _short(task: str, width: int = 48) -> str:
-    """Task names are long sentences; keep panel titles on one line."""
-    task = task.replace("_", " ")
-    return task if len(task) <= width else task[: width - 1] + "…"
+def _wrap(task: str, width: int = 46, lines: int = 2) -> str:
+    """Panel titles: wrap long task names onto a few lines instead of cutting them."""
+    import textwrap
+
+    wrapped = textwrap.wrap(task.replace("_", " "), width)
+    if len(wrapped) > lines:
+        wrapped = wrapped[:lines]
+        wrapped[-1] = wrapped[-1][: width - 1] + "…"
+    return "\n".join(wrapped)

@@ -11,6 +11,8 @@ valid (status ``ok``) episodes only, and paired comparisons drop a pair when eit
 from __future__ import annotations
 
 import json
+import os.path
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Sequence
@@ -298,3 +300,26 @@ def _try(title: str, compute) -> Comparison:
         return Comparison(title, table=compute())
     except UserError as exc:
         return Comparison(title, refused=str(exc))
+
+
+def short_task_names(names: Sequence[str], width: int = 50) -> tuple[dict[str, str], str]:
+    """Readable short task names for tables and plot titles.
+
+    LIBERO-Spatial's tasks all read "pick_up_the_black_bowl_<where>_and_place_it_on_the_plate", so
+    cutting long names at either end hides what tells them apart. This drops the words every name
+    shares at the start and end, shows underscores as spaces, and returns ``({name: short}, note)``
+    where ``note`` is e.g. "pick up the black bowl … and place it on the plate" ('' if nothing was
+    dropped). Names starting with "(" (the all-tasks row) pass through.
+    """
+    tasks = [n for n in dict.fromkeys(names) if not n.startswith("(")]
+    words = [re.split(r"[ _]+", n.strip()) for n in tasks]
+    head = os.path.commonprefix(words) if len(words) > 1 else []
+    tail = os.path.commonprefix([w[::-1] for w in words])[::-1] if len(words) > 1 else []
+    if any(len(head) + len(tail) >= len(w) for w in words):  # a name would vanish: keep them whole
+        head, tail = [], []
+    short = {n: n for n in names}
+    for name, w in zip(tasks, words):
+        mid = ("… " if head else "") + " ".join(w[len(head): len(w) - len(tail)]) + (" …" if tail else "")
+        short[name] = mid if len(mid) <= width else mid[: width - 1] + "…"
+    note = " ".join(head + ["…"] + tail) if head or tail else ""
+    return short, note

@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 
 import reports
-from reports.summary import ALL_TASKS, flow_step_pairs, report_summary, standard_comparisons
+from reports.summary import (ALL_TASKS, flow_step_pairs, report_summary, short_task_names,
+                             standard_comparisons)
 from tests.reports.conftest import episode_rows, make_eval_dir
 from vla_flow.errors import UserError
 
@@ -120,3 +121,12 @@ def test_load_missing_corrupt_and_incomplete(tmp_path):
     (tmp_path / "old" / "run.json").write_text("{not json")
     with pytest.raises(UserError, match="cannot parse .*run.json"):
         reports.load_run_meta(tmp_path / "old")
+
+
+def test_short_task_names_keep_what_differs():
+    names = ["pick_up_the_black_bowl_on_the_stove_and_place_it_on_the_plate",
+             "pick_up_the_black_bowl_next_to_the_plate_and_place_it_on_the_plate", ALL_TASKS]
+    short, note = short_task_names(names)
+    assert short[names[0]] == "… on the stove …" and short[names[1]] == "… next to the plate …"
+    assert short[ALL_TASKS] == ALL_TASKS and note == "pick up the black bowl … and place it on the plate"
+    assert short_task_names(["put_a", "put_a_b"]) == ({"put_a": "put a", "put_a_b": "put a b"}, "")
