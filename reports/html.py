@@ -78,6 +78,11 @@ def _episodes_json(df: pd.DataFrame) -> dict:
     return {"fields": EPISODE_FIELDS, "rows": data[EPISODE_FIELDS].values.tolist()}
 
 
+def _words(task: str) -> str:
+    """LIBERO task names use underscores; show them as words so they wrap in narrow cells."""
+    return str(task).replace("_", " ")
+
+
 def _fmt_pct(x) -> str:
     return "–" if x is None or pd.isna(x) else f"{100 * x:.1f}%"
 
@@ -97,7 +102,7 @@ def render_report(episodes: pd.DataFrame, table: pd.DataFrame, metas: dict[str, 
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    env.filters.update(pct=_fmt_pct, num=_fmt_num, pval=_fmt_p)
+    env.filters.update(pct=_fmt_pct, num=_fmt_num, pval=_fmt_p, words=_words)
     runs = [{"name": name, "dir": dirs[name], "meta": flatten(meta), "missing": not meta,
              "random_init": random_init(meta)} for name, meta in metas.items()]
     plot = base64.b64encode(plot_png.read_bytes()).decode() if plot_png else None

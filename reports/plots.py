@@ -19,7 +19,7 @@ COLS = 4
 
 def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
     groups = rows.groupby("run", sort=False) if "run" in rows.columns else [(None, rows)]
-    for run, g in groups:
+    for k, (run, g) in enumerate(groups):
         g = g.sort_values("flow_steps")
         g = g[g["n_valid"] > 0]
         if g.empty:
@@ -29,6 +29,8 @@ def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
         color = colors.get(run, "C0")
         ax.errorbar(x, y, yerr=err, fmt="-o", color=color, ms=5, lw=1.2, capsize=3, alpha=0.9,
                     label=run)
+        if k > 0:
+            continue  # several runs share the same N: label the first run's points only
         for i, (xi, yi, n) in enumerate(zip(x, y, g["flow_steps"])):
             # alternate above/below so labels of neighbouring N (close latencies) do not overlap
             ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 5 if i % 2 else -11),
@@ -64,7 +66,7 @@ def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
     fig.supylabel("success rate (%)", fontsize=9)
     if len(runs) > 1:
         handles, labels = axes.flat[0].get_legend_handles_labels()
-        fig.legend(handles, labels, loc="upper right", fontsize=8)
+        fig.legend(handles, labels, loc="upper left", fontsize=8, title="run", title_fontsize=8)
     title = "Speed vs quality: success rate with Wilson 95% interval, one point per flow-step count N"
     fig.suptitle(title + (f"\ntasks: {common}" if common else ""), fontsize=10)
     fig.tight_layout(rect=(0, 0, 1, 0.97))

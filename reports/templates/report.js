@@ -8,6 +8,7 @@
   const F = Object.fromEntries(raw.fields.map((f, i) => [f, i]));
   const eps = raw.rows.map((r) => Object.fromEntries(raw.fields.map((f) => [f, r[F[f]]])));
   const uniq = (xs) => Array.from(new Set(xs));
+  const words = (t) => String(t).replace(/_/g, " ");  // LIBERO names use underscores
   const runs = uniq(eps.map((e) => e.run));
   const tasks = uniq(eps.map((e) => e.task)).sort();
   const ns = uniq(eps.map((e) => e.flow_steps)).sort((a, b) => a - b);
@@ -45,7 +46,7 @@
     c.dataset.key = [ep.run, ep.task, ep.init_state, ep.seed].join("\u0001");
     c.appendChild(videoEl(ep));
     const m = el("div", "meta");
-    const t = el("div", "t", ep.task); t.title = ep.task; m.appendChild(t);
+    const t = el("div", "t", words(ep.task)); t.title = ep.task; m.appendChild(t);
     const row = el("div", "row");
     const badge = ep.outcome === "error" ? ep.status : ep.outcome;
     row.appendChild(el("span", "badge", badge));
@@ -106,7 +107,7 @@
   const keys = uniq(eps.map((e) => [e.run, e.task, e.init_state, e.seed].join("\u0001")));
   function keyLabel(k) {
     const [run, task, init, seed] = k.split("\u0001");
-    return (runs.length > 1 ? run + " · " : "") + task + " · init " + init + " · seed " + seed;
+    return (runs.length > 1 ? run + " · " : "") + words(task) + " · init " + init + " · seed " + seed;
   }
   function selectAcross(k) {
     $("x-key").value = k;
@@ -118,7 +119,7 @@
   function init() {
     if (runs.length < 2) $("run-filter-wrap").style.display = "none";
     options($("f-run"), runs, (r) => r);
-    options($("f-task"), [""].concat(tasks), (t) => t || "all tasks");
+    options($("f-task"), [""].concat(tasks), (t) => (t ? words(t) : "all tasks"));
     $("f-run").addEventListener("change", (ev) => { state.run = ev.target.value; state.page = 0; renderGallery(); });
     $("f-task").addEventListener("change", (ev) => { state.task = ev.target.value; state.page = 0; renderGallery(); });
     toggles("f-n", ns, state.n, (n) => "N=" + n);
