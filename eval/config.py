@@ -1,9 +1,103 @@
-"""Placeholder: the stage's owner replaces this with the real config dataclass (same class name)."""
+"""Config for closed-loop evaluation: which episodes to run, how many workers, what to record.
+
+One episode = (task, init state, N flow steps, seed). Lists here span the grid (eval/episodes.py); the
+CLI (eval/commands.py) fills the same fields from flags, so a YAML file and a command line are equivalent.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
+from typing import Optional, Union
+
+SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+DEVICES = ("cpu", "cuda")
+
+
+def parse_int_list(text: Union[str, int, list], what: str) -> list[int]:
+    """``"0-4,7"`` -> [0, 1, 2, 3, 4, 7]; ``[1, 2]`` and ``3`` pass through. Raises ValueError naming ``what``."""
+    if isinstance(text, bool):
+        raise ValueError(f"{what}: expected integers, got {text!r}")
+    if isinstance(text, int):
+        return [text]
+    if isinstance(text, (list, tuple)):
+        return [int(v) for v in text]
+    out: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        m = re.fullmatch(r"(-?\d+)(?:-(\d+))?", part)
+        if m is None:
+            raise ValueError(f"{what}: cannot parse '{part}' (expected e.g. '0-4,7')")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"{what}: range '{part}' is empty (end < start)")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise ValueError(f"{what}: empty list '{text}'")
+    return out
+
+
+def parse_video_policy(text: str) -> tuple[str, int]:
+    """``all|failures|none|first:K`` -> (mode, K). K is only used by ``first``."""
+    if text in ("all", "failures", "none"):
+        return text, 0
+    m = re.fullmatch(r"first:(\d+)", text)
+    if m is None:
+        raise ValueError(f"videos: '{text}' is not one of all, failures, none, first:K")
+    return "first", int(m.group(1))
 
 
 @dataclass
 class EvalConfig:
-    pass
+    """Closed-loop evaluation settings (defaults follow the openpi LIBERO protocol: replan every 5 steps)."""
+
+    suite: str = "libero_spatial"
+    tasks: Union[str, list[int]] = "all"  # "all", "0,3", "0-4" or a list of task indices
+    init_states: Union[str, list[int]] = "0-49"  # indices into the task's official init states
+    flow_steps: list[int] = field(default_factory=lambda: [1, 2, 5, 10])  # N, the sweep axis
+    seeds: list[int] = field(default_factory=lambda: [0])
+    workers: int = 2  # simulator processes per rank
+    n_action_steps: Optional[int] = None  # actions run per predicted chunk; None: the checkpoint's value
+    batch_size: int = 1  # rows per policy call, padded to this fixed shape (batch-invariant; GPU: = workers)
+    max_steps: Optional[int] = None  # None: the suite's protocol limit (envs.conventions.STEP_LIMITS)
+    videos: str = "failures"  # all | failures | first:K | none
+    episode_timeout_s: float = 900.0  # wall time for one episode before its worker is killed and retried
+    call_timeout_s: float = 180.0  # one reset/step call (reset includes building the env in a new worker)
+    max_retries: int = 2  # retries of an episode whose worker died or hung, then status error/timeout
+    max_error_fraction: float = 0.1  # stop the run once errors exceed this fraction of the grid
+    latency_budget: bool = False  # inference time costs simulated time (the previous action is held)
+    latency_ms: Optional[float] = None  # latency-budget mode: fixed latency instead of the measured one
+    device: str = "cpu"
+    save_actions: bool = False  # also write each episode's executed actions to DIR/actions/<key>.npy
+
+    def __post_init__(self):
+        if self.suite not in SUITES:
+            raise ValueError(f"suite: unknown '{self.suite}'; valid: {', '.join(SUITES)}")
+        if self.tasks != "all":
+            self.tasks = parse_int_list(self.tasks, "tasks")
+            if min(self.tasks) < 0:
+                raise ValueError(f"tasks: {self.tasks} has a negative index")
+        self.init_states = parse_int_list(self.init_states, "init_states")
+        if min(self.init_states) < 0:
+            raise ValueError(f"init_states: {self.init_states} has a negative index")
+        self.flow_steps = parse_int_list(self.flow_steps, "flow_steps")
+        if min(self.flow_steps) <= 0:
+            raise ValueError(f"flow_steps: every N must be > 0, got {self.flow_steps}")
+        self.seeds = parse_int_list(self.seeds, "seeds")
+        for name, low in (("workers", 1), ("batch_size", 1), ("max_retries", 0)):
+            if getattr(self, name) < low:
+                raise ValueError(f"{name}: {getattr(self, name)} must be >= {low}")
+        if self.n_action_steps is not None and self.n_action_steps < 1:
+            raise ValueError(f"n_action_steps: {self.n_action_steps} must be >= 1")
+        if self.max_steps is not None and self.max_steps <= 0:
+            raise ValueError(f"max_steps: {self.max_steps} must be > 0")
+        parse_video_policy(self.videos)
+        if self.episode_timeout_s <= 0 or self.call_timeout_s <= 0:
+            raise ValueError("episode_timeout_s / call_timeout_s: must be > 0 seconds")
+        if not 0.0 <= self.max_error_fraction <= 1.0:
+            raise ValueError(f"max_error_fraction: {self.max_error_fraction} must be in [0, 1]")
+        if self.latency_ms is not None and self.latency_ms < 0:
+            raise ValueError(f"latency_ms: {self.latency_ms} must be >= 0")
+        if self.device.split(":")[0] not in DEVICES:
+            raise ValueError(f"device: '{self.device}' is not cpu, cuda or cuda:K")

@@ -1,0 +1,266 @@
+"""The evaluate function: grid -> skip finished -> rollouts -> one record per episode -> store and videos.
+
+Layers (STYLE.md #8): ``eval.rollout`` runs episodes and returns measurements, this module turns each
+into one row of the episodes table (docs/interfaces.md) and hands frames to the video writer. Checks that
+need no simulator (``validate``) run before any worker starts, so bad arguments fail in a second.
+
+Under torchrun (``RANK``/``WORLD_SIZE`` set) each rank runs its shard of the grid with its own workers and
+writes its own shard file; after a gloo barrier rank 0 merges them into ``DIR/episodes.parquet``.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from eval.config import EvalConfig, parse_video_policy
+from eval.episodes import EpisodeKey, build_grid, shard, video_selected
+from vla_flow.errors import UserError
+
+
+class EvalAborted(UserError):
+    """Too many episodes ended in error/timeout; the message names the first error."""
+
+
+@dataclass
+class Plan:
+    """What ``validate`` established: the tasks, the grid and the checkpoint's policy config."""
+
+    tasks: list  # envs.libero.TaskSpec
+    grid: list[EpisodeKey]
+    policy_cfg: dict
+    provenance: dict
+    max_steps: int
+    n_action_steps: int
+
+
+def validate(cfg: EvalConfig, checkpoint: str | Path) -> Plan:
+    """Every check that needs no simulator: checkpoint readable and for 7-D actions, tasks and init
+    states exist, n_action_steps fits the chunk. Raises UserError naming the problem and the fix."""
+    from envs.conventions import ACTION_DIM, STEP_LIMITS
+    from envs.libero import list_tasks
+    from policy.checkpoint import read_checkpoint
+
+    ckpt = read_checkpoint(checkpoint)
+    pcfg = ckpt["config"]
+    if pcfg.get("action_dim") != ACTION_DIM:
+        raise UserError(f"checkpoint {checkpoint} predicts {pcfg.get('action_dim')}-D actions; LIBERO needs "
+                        f"{ACTION_DIM}-D [dx, dy, dz, droll, dpitch, dyaw, gripper]. Use a LIBERO checkpoint")
+    all_tasks = list_tasks(cfg.suite)
+    indices = list(range(len(all_tasks))) if cfg.tasks == "all" else list(cfg.tasks)
+    bad = [i for i in indices if i >= len(all_tasks)]
+    if bad:
+        raise UserError(f"unknown task index {bad} in {cfg.suite}: it has tasks 0..{len(all_tasks) - 1} "
+                        "(`vla-flow tasks` lists them)")
+    tasks = [all_tasks[i] for i in indices]
+    for t in tasks:
+        over = [i for i in cfg.init_states if i >= t.n_init_states]
+        if over:
+            raise UserError(f"init states {over} out of range: {cfg.suite} task {t.index} has "
+                            f"{t.n_init_states} (0..{t.n_init_states - 1}); e.g. --init-states 0-{t.n_init_states - 1}")
+    chunk = int(pcfg.get("chunk_size", 1))
+    n_act = cfg.n_action_steps or int(pcfg.get("n_action_steps", 1))
+    if n_act > chunk:
+        raise UserError(f"n_action_steps {n_act} > the checkpoint's chunk size {chunk}; use at most {chunk}")
+    grid = build_grid(cfg.suite, [(t.index, t.name) for t in tasks], cfg.init_states, cfg.flow_steps, cfg.seeds)
+    return Plan(tasks=tasks, grid=grid, policy_cfg=pcfg, provenance=dict(ckpt.get("provenance", {})),
+                max_steps=cfg.max_steps or STEP_LIMITS[cfg.suite], n_action_steps=n_act)
+
+
+def _dist_info() -> tuple[int, int]:
+    """(rank, world size) from torchrun's variables; joins the gloo group when there are several ranks."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group("gloo")
+    return rank, world
+
+
+def _row(res, video: str) -> dict:
+    """EpisodeResult -> one row of the episodes table (docs/interfaces.md)."""
+    k = res.key
+    calls = np.asarray(res.call_ms, dtype=float)
+
+    def mean(xs) -> float:
+        xs = np.asarray(xs, dtype=float)
+        return float(np.nanmean(xs)) if xs.size and not np.all(np.isnan(xs)) else float("nan")
+
+    return {"task": k.task, "task_index": k.task_index, "init_state": k.init_state, "flow_steps": k.flow_steps,
+            "seed": k.seed, "success": bool(res.success), "status": res.status, "steps": res.steps,
+            "policy_calls": res.policy_calls, "wall_s": res.wall_s,
+            "policy_ms_p50": float(np.percentile(calls, 50)) if calls.size else float("nan"),
+            "policy_ms_p95": float(np.percentile(calls, 95)) if calls.size else float("nan"),
+            "encode_ms_mean": mean(res.encode_ms), "flow_ms_mean": mean(res.flow_ms),
+            "env_ms_mean": mean(res.step_ms), "video": video, "error": res.error}
+
+
+def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, invariant: bool) -> dict:
+    from envs.conventions import SETTLE_STEPS, STEP_LIMITS
+    from envs.render import render_metadata
+    from eval.results import file_sha256, library_versions
+    from vla_flow.config import to_dict
+
+    prov = plan.provenance
+    return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
+            "encoder": {**prov, "pretrained": prov.get("pretrained"), "random_init": bool(prov.get("random_init"))},
+            "device": cfg.device, "render": render_metadata(env_cfg.render), "step_limits": dict(STEP_LIMITS),
+            "max_steps": plan.max_steps, "settle_steps": env_cfg.settle_steps, "protocol_settle_steps": SETTLE_STEPS,
+            "versions": library_versions(), "command": " ".join(sys.argv), "suite": cfg.suite,
+            "start_time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": to_dict(cfg), "env": to_dict(env_cfg),
+            "world_size": world, "n_action_steps": plan.n_action_steps,
+            "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant}}
+
+
+def _make_caller(policy, cfg: EvalConfig, plan: Plan):
+    """Warm the text cache one instruction at a time (a batch of new strings would change their bits),
+    then verify the fixed-shape batch path is row-invariant; fall back to one row per call if not."""
+    from eval.rollout import PolicyCaller, check_batch_invariance
+
+    for t in plan.tasks:
+        policy.encode_text([t.language])
+    caller = PolicyCaller(policy, cfg.batch_size)
+    rng = np.random.default_rng(0)
+    rows = [{"image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+             "wrist_image": rng.integers(0, 256, (224, 224, 3), dtype=np.uint8),
+             "joints": rng.standard_normal(7).astype(np.float32),
+             "ee_pose": rng.standard_normal(7).astype(np.float32),
+             "gripper": rng.standard_normal(2).astype(np.float32)} for _ in range(2)]
+    texts = [plan.tasks[0].language] * 2
+    ok = check_batch_invariance(caller, rows, texts, int(plan.policy_cfg.get("chunk_size", 1)))
+    if not ok:
+        print(f"warning: batch_size={cfg.batch_size} is not batch-invariant with this policy/device; "
+              "using one row per policy call", file=sys.stderr)
+        caller = PolicyCaller(policy, 1)
+    return caller, ok
+
+
+def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_cfg=None,
+             fault=None, progress: bool = True):
+    """Run (or resume) the evaluation into ``out_dir``; returns this folder's episodes DataFrame.
+
+    ``env_cfg``: ``envs.config.EnvConfig`` (render settings, settle steps); task/suite/max_steps are set
+    per episode. ``fault``: ``envs.workers.FaultInjection``, tests only.
+    """
+    import torch
+
+    from envs.config import EnvConfig
+    from eval.results import ResultStore, write_run_json
+    from policy.checkpoint import load_policy
+
+    env_cfg = env_cfg or EnvConfig(suite=cfg.suite)
+    plan = validate(cfg, checkpoint)
+    rank, world = _dist_info()
+    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
+    policy = load_policy(checkpoint, cfg.device)
+    caller, invariant = _make_caller(policy, cfg, plan)
+    store = ResultStore(out_dir, rank, world)
+    if rank == 0:
+        write_run_json(out_dir, _run_meta(cfg, checkpoint, plan, env_cfg, world, invariant))
+    mine = shard(plan.grid, rank, world)
+    done = store.finished()
+    index = {k: i for i, k in enumerate(plan.grid)}
+    todo = [k for k in mine if (k.task_index, k.init_state, k.flow_steps, k.seed) not in done]
+    if todo:
+        _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, fault, progress)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+        df = store.merge() if rank == 0 else store.all_rows()
+        dist.barrier()
+    else:
+        df = store.all_rows()
+    if rank == 0 and progress:
+        print(summary_text(df))
+    return df
+
+
+def _run(cfg, plan, env_cfg, caller, store, todo, total, index, fault, progress) -> None:
+    """Roll out ``todo`` and append one row per finished episode; stop on too many errors."""
+    from tqdm import tqdm
+
+    from envs.workers import WorkerPool
+    from eval.rollout import RolloutSettings, Rollouts
+    from eval.video import VideoWriter, video_name
+    from vla_flow.config import to_dict
+
+    mode, first_k = parse_video_policy(cfg.videos)
+    lang = {t.index: t.language for t in plan.tasks}
+    items = [(k, video_selected(mode, first_k, index[k]), lang[k.task_index]) for k in todo]
+    settings = RolloutSettings(env_cfg=to_dict(env_cfg), max_steps=plan.max_steps,
+                               n_action_steps=plan.n_action_steps, horizon=int(plan.policy_cfg.get("chunk_size", 1)),
+                               call_timeout_s=cfg.call_timeout_s, episode_timeout_s=cfg.episode_timeout_s,
+                               max_retries=cfg.max_retries, latency_budget=cfg.latency_budget,
+                               latency_ms=cfg.latency_ms)
+    writer = VideoWriter(store.dir) if any(v for _, v, _ in items) else None
+    bar = tqdm(total=total, initial=total - len(todo), desc="eval", unit="ep", disable=not progress,
+               dynamic_ncols=True)
+    t0, n_done, n_ok, errors = time.perf_counter(), 0, 0, []
+    try:
+        with WorkerPool(min(cfg.workers, len(todo)), fault) as pool:
+            for res in Rollouts(pool, caller, settings).run(items):
+                video = ""
+                if res.frames and (mode != "failures" or not res.success):
+                    k = res.key
+                    outcome = "success" if res.success else ("failure" if res.status == "ok" else res.status)
+                    name = video_name(k.task_index, k.task, k.init_state, k.flow_steps, k.seed, outcome)
+                    video = writer.submit(name, res.frames, [lang[k.task_index], f"N={k.flow_steps} init={k.init_state}"],
+                                          len(res.frames) - 1 if res.success else None)
+                store.append(_row(res, video))
+                if cfg.save_actions:
+                    _save_actions(store.dir, res)
+                n_done, n_ok = n_done + 1, n_ok + int(res.success)
+                bar.update(1)
+                bar.set_postfix(success=f"{n_ok}/{n_done}", eps_per_min=f"{60 * n_done / (time.perf_counter() - t0):.2f}")
+                if res.status in ("error", "timeout"):
+                    errors.append(res)
+                    if len(errors) > cfg.max_error_fraction * total:
+                        raise EvalAborted(_abort_message(errors, total, cfg, store.dir))
+    finally:
+        bar.close()
+        if writer is not None:
+            writer.close()
+
+
+def _abort_message(errors, total, cfg, out_dir) -> str:
+    first = errors[0]
+    last_line = first.error.strip().splitlines()[-1] if first.error.strip() else "(no message)"
+    return (f"stopped: {len(errors)} of {total} episodes ended in error/timeout, more than max_error_fraction="
+            f"{cfg.max_error_fraction}. First: task {first.key.task_index} init {first.key.init_state} "
+            f"N={first.key.flow_steps}: {last_line}. Full tracebacks in {out_dir}/episodes.parquet (column "
+            "'error'); fix the cause and rerun the same command to resume")
+
+
+def _save_actions(out_dir: Path, res) -> None:
+    from vla_flow.io import atomic_path
+
+    k = res.key
+    path = Path(out_dir) / "actions" / f"t{k.task_index:02d}_init{k.init_state:02d}_N{k.flow_steps}_seed{k.seed}.npy"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.save(fh, np.asarray(res.actions, dtype=np.float64).reshape(-1, 7))
+
+
+def summary_text(df) -> str:
+    """Success per task and N (k/n and rate), then median policy latency per N."""
+    if df.empty:
+        return "no episodes"
+    g = df.groupby(["task_index", "flow_steps"])
+    per = g.agg(task=("task", "first"), n=("success", "size"), ok=("success", "sum"),
+                errors=("status", lambda s: int((s != "ok").sum()))).reset_index()
+    lines = ["task  N    success        errors  name"]
+    for r in per.itertuples():
+        lines.append(f"{r.task_index:>4} {r.flow_steps:>3}  {r.ok:>3}/{r.n:<3} {r.ok / r.n:6.1%}  {r.errors:>6}  {r.task[:50]}")
+    lines.append("N    success        median policy ms (p50 per episode)")
+    for n, d in df.groupby("flow_steps"):
+        lines.append(f"{n:>3}  {int(d.success.sum()):>3}/{len(d):<3} {d.success.mean():6.1%}  {d.policy_ms_p50.median():8.1f}")
+    return "\n".join(lines)
