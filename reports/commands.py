@@ -38,10 +38,14 @@ def make_report(dirs: list[Path], out: Path):
     """Write the four report files into ``out``; return the summary table (pandas DataFrame)."""
     from reports import html, plots
     from reports.summary import load, load_run_meta, report_summary, run_names, standard_comparisons
+    from vla_flow.errors import UserError
     from vla_flow.io import atomic_path, atomic_write_text
 
     names = run_names(dirs)
     df = load(dirs)
+    if df.empty:
+        raise UserError(f"no episodes yet in {', '.join(str(d / 'episodes.parquet') for d in dirs)}: "
+                        f"let `vla-flow eval` finish some episodes, then rerun the report")
     out.mkdir(parents=True, exist_ok=True)
     run_of = df["run"] if "run" in df.columns else None
     df["video_href"] = ""

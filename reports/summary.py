@@ -37,6 +37,8 @@ REQUIRED_COLUMNS = [
     "env_ms_mean", "video",
 ]
 ALL_TASKS = "(all tasks)"
+STAT_COLUMNS = ["n", "n_error", "n_valid", "successes", "success_rate", "ci_low", "ci_high", "steps_mean",
+                "steps_median", "policy_ms_p50", "policy_ms_p95", "episodes_per_min"]
 
 
 def _read_episodes(directory: Path) -> pd.DataFrame:
@@ -153,7 +155,7 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("task", "flow_steps")) -> pd.
         raise UserError(f"summary: unknown grouping column(s) {bad}; columns are {list(df.columns)}")
     rows = [{**dict(zip(by, key if isinstance(key, tuple) else (key,))), **_group_stats(g)}
             for key, g in df.groupby(by, sort=True)]
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows, columns=by + STAT_COLUMNS)
 
 
 def report_summary(df: pd.DataFrame) -> pd.DataFrame:

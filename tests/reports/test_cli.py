@@ -55,6 +55,12 @@ def test_default_out_is_dir_and_several_dirs(tmp_path, capsys):
     assert "run a (A) vs run b (B) at N=5" in (tmp_path / "ab" / "report.html").read_text()
 
 
+def test_empty_table_is_a_clear_error(tmp_path, capsys):
+    empty = make_eval_dir(tmp_path / "empty", episode_rows().iloc[:0], videos=False)
+    assert main(["report", str(empty)]) == 2
+    assert "no episodes yet" in capsys.readouterr().err
+
+
 def test_missing_and_corrupt_episodes_file_exit_2(tmp_path):
     (tmp_path / "broken").mkdir()
     (tmp_path / "broken" / "episodes.parquet").write_bytes(b"\x00garbage")

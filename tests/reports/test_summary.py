@@ -43,6 +43,7 @@ def test_summary_groups_and_all_error_group():
     assert b.n_error == 1 and b.n_valid == 0 and math.isnan(b.success_rate) and math.isnan(b.ci_low)
     overall = report_summary(df)
     assert list(overall[overall.task == ALL_TASKS].flow_steps) == [1, 5]
+    assert list(reports.summary(df.iloc[:0]).columns[:3]) == ["task", "flow_steps", "n"]
     with pytest.raises(UserError, match="unknown grouping column"):
         reports.summary(df, by=["policy"])
 
