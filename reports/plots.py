@@ -18,6 +18,9 @@ COLS = 4
 
 
 def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
+    if not (rows["n_valid"] > 0).any():
+        ax.text(0.5, 0.5, "no valid episodes", ha="center", va="center", transform=ax.transAxes,
+                color="0.4", fontsize=9)
     groups = rows.groupby("run", sort=False) if "run" in rows.columns else [(None, rows)]
     for k, (run, g) in enumerate(groups):
         g = g.sort_values("flow_steps")
@@ -77,7 +80,7 @@ def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
     return path
 
 
-def _wrap(task: str, width: int = 46, lines: int = 2) -> str:
+def _wrap(task: str, width: int = 46, lines: int = 3) -> str:
     """Panel titles: wrap long task names onto a few lines instead of cutting them."""
     import textwrap
 

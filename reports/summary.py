@@ -159,12 +159,12 @@ def summary(df: pd.DataFrame, by: Sequence[str] = ("task", "flow_steps")) -> pd.
 
 
 def report_summary(df: pd.DataFrame) -> pd.DataFrame:
-    """Per (task, N) rows followed by an overall row per N with task ``(all tasks)``."""
+    """An overall row per N (task ``(all tasks)``) first, then one row per (task, N)."""
     import pandas as pd
 
     per_task = summary(df, by=["task", "flow_steps"])
     overall = summary(df, by=["flow_steps"]).assign(task=ALL_TASKS)
-    return pd.concat([per_task, overall[per_task.columns]], ignore_index=True)
+    return pd.concat([overall[per_task.columns], per_task], ignore_index=True)
 
 
 def _keyed(side: pd.DataFrame, label: str) -> pd.DataFrame:
