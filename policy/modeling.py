@@ -228,27 +228,12 @@ class FlowPolicy(nn.Module):
         if not isinstance(steps, int) or steps < 1:
             raise PolicyInputError(f"num_flow_steps: {steps!r}; expected a positive integer")
         t0 = time.perf_counter()
-        images = _check_images(_as_tensor(images, "images"), "images")
-        bsz = images.shape[0]
-        instructions = [instructions] * bsz if isinstance(instructions, str) else list(instructions)
-        joints = _check_vec(joints, "joints", bsz, self.cfg.joints_dim)
-        ee_pose = _check_vec(ee_pose, "ee_pose", bsz, self.cfg.ee_pose_dim,
-                             hint=" ([x, y, z, qx, qy, qz, qw], quaternion xyzw; not axis-angle)")
-        gripper = None if gripper is None else _check_vec(gripper, "gripper", bsz, self.cfg.gripper_dim)
-        if len(instructions) != bsz:
-            raise PolicyInputError(f"instructions: {len(instructions)} strings for a batch of {bsz}")
-        wrist = None if wrist_images is None else _check_images(_as_tensor(wrist_images, "wrist_images"), "wrist_images")
-        if noise is None:
-            noise = self.make_noise(bsz, generator)
-        noise = _as_tensor(noise, "noise").float()
-        if tuple(noise.shape) != (bsz, self.cfg.chunk_size, self.cfg.action_dim):
-            raise PolicyInputError(f"noise: shape {tuple(noise.shape)}, expected {(bsz, self.cfg.chunk_size, self.cfg.action_dim)}")
+        x = self._check_inputs(images, instructions, joints, ee_pose, gripper, wrist_images, noise, generator)
+        bsz = x["images"].shape[0]
         if pad_to is not None:
-            if pad_to < bsz:
-                raise PolicyInputError(f"pad_to={pad_to} is smaller than the batch ({bsz})")
-            images, joints, ee_pose, gripper, wrist, noise = (
-                None if x is None else _pad(x, pad_to) for x in (images, joints, ee_pose, gripper, wrist, noise))
-            instructions = instructions + [instructions[-1]] * (pad_to - bsz)
+            x = _pad_batch(x, pad_to)
+        images, instructions, joints, ee_pose, gripper, wrist, noise = (
+            x[k] for k in ("images", "instructions", "joints", "ee_pose", "gripper", "wrist", "noise"))
         sync()
         t1 = time.perf_counter()
         image_feat = self.encoder.encode_images(images, self.cfg.vision.image_feature)
@@ -266,6 +251,27 @@ class FlowPolicy(nn.Module):
                              "flow_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
         return out
 
+
+    def _check_inputs(self, images, instructions, joints, ee_pose, gripper, wrist_images, noise, generator) -> dict:
+        """Validate predict() inputs (shapes, dtypes, NaN) and draw the noise; returns torch tensors."""
+        images = _check_images(_as_tensor(images, "images"), "images")
+        bsz = images.shape[0]
+        instructions = [instructions] * bsz if isinstance(instructions, str) else list(instructions)
+        if len(instructions) != bsz or not all(isinstance(s, str) for s in instructions):
+            raise PolicyInputError(f"instructions: {len(instructions)} strings for a batch of {bsz}")
+        cfg = self.cfg
+        x = {"images": images, "instructions": instructions,
+             "joints": _check_vec(joints, "joints", bsz, cfg.joints_dim),
+             "ee_pose": _check_vec(ee_pose, "ee_pose", bsz, cfg.ee_pose_dim,
+                                   hint=" ([x, y, z, qx, qy, qz, qw], quaternion xyzw; not axis-angle)"),
+             "gripper": None if gripper is None else _check_vec(gripper, "gripper", bsz, cfg.gripper_dim),
+             "wrist": None if wrist_images is None else _check_images(_as_tensor(wrist_images, "wrist_images"),
+                                                                       "wrist_images")}
+        noise = self.make_noise(bsz, generator) if noise is None else _as_tensor(noise, "noise").float()
+        if tuple(noise.shape) != (bsz, cfg.chunk_size, cfg.action_dim):
+            raise PolicyInputError(f"noise: shape {tuple(noise.shape)}, expected {(bsz, cfg.chunk_size, cfg.action_dim)}")
+        x["noise"] = noise
+        return x
 
 class ActionQueue:
     """Outer wrapper for closed-loop control: predict a chunk, execute its first ``n_action_steps`` actions
@@ -332,3 +338,13 @@ def _check_vec(x, name: str, batch: int, dim: int, hint: str = "") -> torch.Tens
 
 def _pad(x: torch.Tensor, n: int) -> torch.Tensor:
     return torch.cat([x, x[-1:].expand(n - x.shape[0], *x.shape[1:])]) if n > x.shape[0] else x
+
+
+def _pad_batch(x: dict, n: int) -> dict:
+    """Repeat the last row until the batch has ``n`` rows (fixed shapes make results bitwise batch-invariant)."""
+    bsz = x["images"].shape[0]
+    if n < bsz:
+        raise PolicyInputError(f"pad_to={n} is smaller than the batch ({bsz})")
+    out = {k: (v if v is None or k == "instructions" else _pad(v, n)) for k, v in x.items()}
+    out["instructions"] = x["instructions"] + [x["instructions"][-1]] * (n - bsz)
+    return out
