@@ -280,9 +280,9 @@ def flow_step_pairs(ns: Sequence[int]) -> list[tuple[int, int]]:
 
 
 def standard_comparisons(df: pd.DataFrame) -> list[Comparison]:
-    """The report's comparisons: :func:`flow_step_pairs` within each run, then the first run against
-    each other run at every shared N. A refused pairing keeps its message instead of the table."""
-    runs = sorted(df["run"].unique()) if "run" in df.columns else [None]
+    """The report's comparisons: :func:`flow_step_pairs` within each run, then the first run (the first
+    DIR given) against each other run at every shared N. A refused pairing keeps its message instead of the table."""
+    runs = list(dict.fromkeys(df["run"])) if "run" in df.columns else [None]  # order given on the CLI
     out = []
     for run in runs:
         sub = df if run is None else df[df["run"] == run]
