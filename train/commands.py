@@ -12,8 +12,8 @@ def register(subparsers) -> None:
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--config", required=True, help="experiment YAML (path or preset name in configs/)")
     p.add_argument("--out", required=True, help="run folder: metrics.csv, tb/, checkpoints/")
-    p.add_argument("--data", nargs="+", default=None, metavar="FILE",
-                   help="HDF5 demo file(s); default: train.data from the config")
+    p.add_argument("--data", nargs="+", action="extend", default=None, metavar="FILE",
+                   help="HDF5 demo file(s) (repeatable); default: train.data from the config")
     p.add_argument("--resume", default=None, metavar="PATH|auto",
                    help="checkpoint to continue from, or 'auto' for RUN/checkpoints/last.pt")
     p.add_argument("overrides", nargs="*", metavar="key=value", help="config overrides, e.g. train.lr=0.001")

@@ -278,3 +278,23 @@ def build_frames(files: list[DemoFile], demos: list[tuple[int, int]], horizon: i
 def policy_image(df: DemoFile, demo_idx: int, t: int, size: int = C.POLICY_IMAGE_SIZE) -> np.ndarray:
     """Frame as the policy sees it: (size, size, 3) uint8, right side up (``envs.conventions``)."""
     return C.to_policy_image(df.read_image(demo_idx, t), size)
+
+
+def describe_file(path: str | Path, image_key: str = C.H5_AGENTVIEW) -> str:
+    """Validated summary for ``vla-flow demos --inspect FILE``: demos, transitions, lengths, action ranges,
+    instruction (raises ``DatasetError`` like the trainer would)."""
+    df = open_demo_file(path, image_key)
+    lengths = np.array(df.lengths)
+    actions = np.concatenate(df.actions)
+    names = ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    lines = [f"file:         {df.path}",
+             f"instruction:  {df.instruction}",
+             f"bddl:         {df.bddl_file_name or '(not recorded)'}",
+             f"demos:        {len(df.demos)} ({df.demos[0]} .. {df.demos[-1]})",
+             f"transitions:  {int(lengths.sum())}",
+             f"length:       min {lengths.min()}  mean {lengths.mean():.1f}  max {lengths.max()}",
+             f"{image_key}: {df.image_shape} uint8 per frame (stored upside down, flipped on read)",
+             "action ranges (min / mean / max):"]
+    for i, name in enumerate(names):
+        lines.append(f"  {name:8s} {actions[:, i].min():+.3f} / {actions[:, i].mean():+.3f} / {actions[:, i].max():+.3f}")
+    return "\n".join(lines)

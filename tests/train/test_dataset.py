@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from envs import conventions as C
-from tests.train.conftest import write_demo_file
+from train.synthetic import write_demo_file
 from train.dataset import DatasetError, build_frames, open_demo_file, policy_image, split_demos
 
 
@@ -84,3 +84,11 @@ def test_split_is_by_whole_demo_and_deterministic(tmp_path):
     assert len(val) == 4 and len(train) == 16 and not set(train) & set(val)
     assert split_demos(files, 0.2, seed=3) == (train, val)
     assert split_demos(files[:1], 0.0, 0)[1] == []
+
+
+def test_describe_file_summarizes(demo_file):
+    from train.dataset import describe_file
+
+    text = describe_file(demo_file)
+    assert "demos:        4 (demo_0 .. demo_3)" in text and f"transitions:  {12 + 13 + 14 + 15}" in text
+    assert "gripper  -1.000" in text and "pick up the black bowl" in text

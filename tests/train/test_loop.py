@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.train.conftest import write_demo_file
+from train.synthetic import write_demo_file
 from train.logs import read_metrics
 from train.loop import train
 from vla_flow.cli import main as cli_main
@@ -132,3 +132,13 @@ def test_non_finite_loss_names_step_demos_and_checkpoint(tmp_path, data_file, mo
         train(tiny("train.max_steps=10", "train.save_every=5", "train.val_every=0"), tmp_path / "r", [str(data_file)])
     msg = str(info.value)
     assert "step 7" in msg and "task0_demo.hdf5:demo_" in msg and "step_5.pt" in msg
+
+
+def test_on_the_fly_matches_cached_and_augmentation_runs(tmp_path, data_file):
+    args = ("train.max_steps=4", "train.log_every=1", "train.val_every=0")
+    train(tiny(*args), tmp_path / "cached", [str(data_file)])
+    train(tiny(*args, "train.features=on_the_fly"), tmp_path / "fly", [str(data_file)])
+    np.testing.assert_allclose(losses(tmp_path / "fly"), losses(tmp_path / "cached"), rtol=1e-5)
+    train(tiny(*args, "train.features=on_the_fly", "train.augment=true"), tmp_path / "aug", [str(data_file)])
+    aug = losses(tmp_path / "aug")
+    assert np.isfinite(aug).all() and not np.allclose(aug, losses(tmp_path / "cached"), rtol=1e-5)
