@@ -393,7 +393,8 @@ class LiberoEnv:
         self.sim.data.qacc_warmstart[:] = 0.0
 
     def _prepare_sim(self) -> None:
-        """After (re)building the sim: render settings and the render timer."""
+        """After (re)building the sim: render settings, and a render wrapper that makes this env's GL
+        context current (robosuite does not) and times rendering for ``info["render_ms"]``."""
         sim = self.sim
         apply_render_settings(sim, self.cfg.render)
         if not getattr(sim.render, "_vla_timed", False):
@@ -402,6 +403,9 @@ class LiberoEnv:
             def timed_render(*args, **kwargs):
                 t0 = time.perf_counter()
                 try:
+                    # robosuite renders into whatever GL context is current: with several envs in one
+                    # process that is another env's context (wrong or empty frames). Make ours current.
+                    sim._render_context_offscreen.gl_ctx.make_current()
                     return original(*args, **kwargs)
                 finally:
                     self._render_s += time.perf_counter() - t0

@@ -187,13 +187,17 @@ def _open_fds() -> int:
 
 
 @pytest.mark.sim
-def test_hard_resets_reuse_env_without_leaks_and_keep_fast_render():
+def test_hard_resets_reuse_env_without_leaks_and_keep_fast_render(spatial_env):
     """Hard resets rebuild the sim and its GL context every episode: file descriptors must stay flat,
-    the fast-render settings must be re-applied to each new context, and close() must free the context."""
+    the fast-render settings must be re-applied to each new context, and close() must free the context.
+    A second env in the same process must not break the first one's frames (robosuite renders into
+    whichever GL context is current)."""
     from envs.config import EnvConfig, RenderConfig
     from envs.libero import LiberoEnv
     from envs.render import current_render_state
 
+    spatial_env.reset(init_state=0)
+    frame = spatial_env.render("agentview")
     fds_before_env = _open_fds()
     cfg = EnvConfig(suite="libero_spatial", task=0, settle_steps=0,
                     render=RenderConfig(fast=True, cameras=["agentview"]))
@@ -207,6 +211,7 @@ def test_hard_resets_reuse_env_without_leaks_and_keep_fast_render():
     assert _open_fds() <= fds
     assert env.metadata()["render"]["fast"] is True and obs[C.OBS_AGENTVIEW].shape == (128, 128, 3)
     assert C.OBS_WRIST not in obs
+    np.testing.assert_array_equal(spatial_env.render("agentview"), frame)
     env.close()
     import gc
 

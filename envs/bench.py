@@ -1,0 +1,96 @@
+"""Env speed: creation time, reset time and control steps/s for each camera/render mode, side by side.
+
+The four envs are built first, then stepped in interleaved blocks (round robin), so a machine shared
+with other jobs slows every mode alike and the ratios stay meaningful. ``vla-flow bench env`` calls
+``bench_env``; ``python -m envs.bench`` runs it directly.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from typing import Union
+
+import numpy as np
+
+# mode -> (cameras, fast render)
+MODES = {
+    "cameras_off": ([], False),
+    "one_camera": (["agentview"], False),
+    "one_camera_fast": (["agentview"], True),
+    "two_cameras": (["agentview", "robot0_eye_in_hand"], False),
+}
+
+
+def _actions(steps: int, seed: int = 0) -> np.ndarray:
+    """A smooth deterministic action sequence (steps, 7): the arm moves, so physics has contacts to do."""
+    t = np.arange(steps)[:, None]
+    phase = np.random.default_rng(seed).uniform(0, 2 * np.pi, (1, 6))
+    a = 0.5 * np.sin(2 * np.pi * t / 40 + phase)
+    grip = np.where((t // 30) % 2 == 0, -1.0, 1.0)
+    return np.concatenate([a, grip], axis=1)
+
+
+def bench_env(task: Union[int, str, "object"] = 0, steps: int = 100, suite: str = "libero_spatial",
+              camera_size: int = 128, block: int = 10, modes: tuple[str, ...] = tuple(MODES)) -> list[dict]:
+    """Rows ``{mode, cameras, fast, camera_size, create_s, reset_s, steps, steps_per_s, cpu_steps_per_s,
+    render_ms, physics_ms, mujoco}``, one per mode. ``task``: a TaskSpec, or an index/name in ``suite``.
+
+    ``steps_per_s`` is wall clock; ``cpu_steps_per_s`` divides by this process's CPU time (all its
+    threads, Mesa's included), which is what the machine would give with a core to itself."""
+    import mujoco
+
+    from envs.config import EnvConfig, RenderConfig
+    from envs.libero import LiberoEnv, TaskSpec, resolve_task
+
+    spec = task if isinstance(task, TaskSpec) else resolve_task(suite, task)
+    envs, rows = {}, {}
+    try:
+        for mode in modes:
+            cams, fast = MODES[mode]
+            cfg = EnvConfig(suite=spec.suite, task=spec.index, max_steps=steps + 1,
+                            render=RenderConfig(fast=fast, cameras=cams, camera_size=camera_size))
+            env = envs[mode] = LiberoEnv(spec, cfg)
+            t0 = time.perf_counter()
+            env.reset(init_state=0)
+            rows[mode] = {"mode": mode, "cameras": ",".join(cams), "fast": fast, "camera_size": camera_size,
+                          "create_s": round(env.create_s, 3), "reset_s": round(time.perf_counter() - t0, 3),
+                          "steps": steps, "mujoco": mujoco.__version__, "_wall": 0.0, "_cpu": 0.0, "_render": 0.0, "_phys": 0.0}
+        actions = _actions(steps)
+        for start in range(0, steps, block):
+            for mode, env in envs.items():
+                row = rows[mode]
+                t0, c0 = time.perf_counter(), time.process_time()
+                for a in actions[start:start + block]:
+                    _, _, info = env.step(a)
+                    row["_render"] += info["render_ms"]
+                    row["_phys"] += info["physics_ms"]
+                row["_wall"] += time.perf_counter() - t0
+                row["_cpu"] += time.process_time() - c0
+    finally:
+        for env in envs.values():
+            env.close()
+    out = []
+    for row in rows.values():
+        wall, cpu, render, phys = row.pop("_wall"), row.pop("_cpu"), row.pop("_render"), row.pop("_phys")
+        row.update(steps_per_s=round(steps / wall, 2), cpu_steps_per_s=round(steps / max(cpu, 1e-9), 2),
+                   render_ms=round(render / steps, 2),
+                   physics_ms=round(phys / steps, 2))
+        out.append(row)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m envs.bench", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--suite", default="libero_spatial")
+    ap.add_argument("--task", default="0")
+    ap.add_argument("--steps", type=int, default=100)
+    ap.add_argument("--camera-size", type=int, default=128)
+    args = ap.parse_args(argv)
+    for row in bench_env(args.task, args.steps, suite=args.suite, camera_size=args.camera_size):
+        print(json.dumps(row))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
