@@ -19,7 +19,7 @@ import os
 import signal
 import time
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
@@ -38,12 +38,14 @@ class FaultInjection:
     """Test hook only: make the worker fail at step ``at_step`` (counted from reset) of an episode.
 
     ``kind``: ``raise`` (RuntimeError), ``exit`` (the process dies, as on a segfault) or ``hang``.
-    ``attempts``: which retry attempts of an episode fail (``(0,)``: only the first try).
+    ``attempts``: which retry attempts of an episode fail (``(0,)``: only the first try);
+    ``init_states``: only episodes from these init states (empty: all).
     """
 
     kind: str
     at_step: int
     attempts: tuple = (0,)
+    init_states: tuple = ()
 
     def __post_init__(self):
         if self.kind not in ("raise", "exit", "hang"):
@@ -56,7 +58,52 @@ class _WorkerState:
     env_id: Any = None
     step: int = 0
     attempt: int = 0
-    timings: dict = field(default_factory=dict)
+    init_state: Optional[int] = None
+    render: bool = True  # the render switch: False -> cameras return blank frames without rendering
+    settle_left: int = -1  # during a reset: raw env steps until the last settle step (which renders)
+
+
+def _install_render_switch(state: _WorkerState) -> None:
+    """Make the sim's cameras render only while ``state.render`` is True (RLinf's
+    ``skip_intermediate_renders``). With action chunks the policy sees 1 observation in n_action_steps,
+    and on CPU (EGL on llvmpipe) rendering is most of a step. Rendering reads MjData and never writes it,
+    and robosuite samples the cameras at the same substep either way, so physics and the images the
+    policy sees are unchanged (tests/eval checks the action traces). Re-installed after every reset,
+    because a hard reset builds a new sim."""
+    import numpy as np
+
+    sim = state.env.sim
+    if getattr(sim.render, "_vla_switch", False):
+        return
+    original = sim.render
+
+    def render(*args, **kwargs):
+        if state.render:
+            return original(*args, **kwargs)
+        h, w = kwargs.get("height", 1), kwargs.get("width", 1)
+        blank = np.zeros((h, w, 3), dtype=np.uint8)
+        return (blank, np.zeros((h, w), dtype=np.float32)) if kwargs.get("depth") else blank
+
+    render._vla_switch = True
+    sim.render = render
+
+
+def _count_settle_steps(state: _WorkerState) -> None:
+    """Turn rendering on only for the last settle step of a reset: the settle steps are the only raw env
+    steps inside ``LiberoEnv.reset``, and only the last one's observation is returned."""
+    raw = state.env.raw_env
+    if getattr(raw.step, "_vla_counted", False):
+        return
+    original = raw.step
+
+    def step(*args, **kwargs):
+        if state.settle_left > 0:
+            state.settle_left -= 1
+            state.render = state.settle_left == 0
+        return original(*args, **kwargs)
+
+    step._vla_counted = True
+    raw.step = step
 
 
 def _build_env(state: _WorkerState, env_cfg: dict) -> None:
@@ -88,9 +135,14 @@ def _pack(obs, success: bool, info: dict, want_obs: bool, want_frame: bool) -> d
     return out
 
 
-def _maybe_fault(fault: Optional[FaultInjection], state: _WorkerState) -> None:
-    if fault is None or state.step != fault.at_step or state.attempt not in fault.attempts:
-        return
+def _maybe_fault(faults: tuple, state: _WorkerState) -> None:
+    for fault in faults:
+        if state.step == fault.at_step and state.attempt in fault.attempts and (
+                not fault.init_states or state.init_state in fault.init_states):
+            _fail(fault, state)
+
+
+def _fail(fault: FaultInjection, state: _WorkerState) -> None:
     if fault.kind == "raise":
         raise RuntimeError(f"injected fault at step {state.step}")
     if fault.kind == "exit":
@@ -98,24 +150,36 @@ def _maybe_fault(fault: Optional[FaultInjection], state: _WorkerState) -> None:
     time.sleep(10_000)
 
 
-def _handle(state: _WorkerState, cmd: str, p: dict, fault: Optional[FaultInjection]) -> dict:
+def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
     if cmd == "reset":
         t0 = time.perf_counter()
         _build_env(state, p["env_cfg"])
-        state.step, state.attempt = 0, p.get("attempt", 0)
-        obs = state.env.reset(init_state=p["init_state"], seed=p["seed"])
+        state.step, state.attempt, state.init_state = 0, p.get("attempt", 0), p["init_state"]
+        skip = bool(p.get("skip_renders")) and state.env.cfg.settle_steps > 0
+        if skip:  # the old sim's switch (soft reset keeps the sim; a hard reset builds a new one)
+            _count_settle_steps(state)
+            _install_render_switch(state)
+        state.render, state.settle_left = not skip, state.env.cfg.settle_steps if skip else -1
+        try:
+            obs = state.env.reset(init_state=p["init_state"], seed=p["seed"])
+        finally:
+            state.render, state.settle_left = True, -1
+        if p.get("skip_renders"):
+            _install_render_switch(state)
         out = _pack(obs, False, {}, p["want_obs"], p["want_frame"])
         out["reset_ms"] = (time.perf_counter() - t0) * 1e3
         return out
     if cmd == "step":
         state.step += 1
-        _maybe_fault(fault, state)
-        obs, success, info = state.env.step(p["action"], **p.get("step_kwargs", {}))
+        _maybe_fault(faults, state)
+        state.render = bool(p["want_obs"] or p["want_frame"])
+        obs, success, info = state.env.step(p["action"])
+        state.render = True
         return _pack(obs, success, info, p["want_obs"], p["want_frame"])
     raise ValueError(f"unknown worker command {cmd!r}")
 
 
-def worker_main(conn: Connection, fault: Optional[FaultInjection]) -> None:
+def worker_main(conn: Connection, faults: tuple = ()) -> None:
     """Entry point of a spawned worker: serve commands until ``close`` or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's job; it closes us
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -128,7 +192,7 @@ def worker_main(conn: Connection, fault: Optional[FaultInjection]) -> None:
         if cmd == "close":
             break
         try:
-            reply = ("ok", _handle(state, cmd, payload, fault))
+            reply = ("ok", _handle(state, cmd, payload, faults))
         except BaseException:  # noqa: BLE001 - every failure goes back as a record
             reply = ("error", traceback.format_exc())
         try:
@@ -146,9 +210,9 @@ class EnvWorker:
     """Handle to one worker process. ``send`` then ``result`` (or ``call``) a command; on death or
     timeout the process is killed and a fresh one started (its env is built on the next reset)."""
 
-    def __init__(self, slot: int, fault: Optional[FaultInjection] = None):
+    def __init__(self, slot: int, faults: tuple = ()):
         self.slot = slot
-        self.fault = fault
+        self.faults = tuple(faults)
         self.restarts = 0
         self._ctx = mp.get_context("spawn")
         self.proc: Optional[mp.process.BaseProcess] = None
@@ -159,7 +223,7 @@ class EnvWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        self.proc = self._ctx.Process(target=worker_main, args=(child, self.fault),
+        self.proc = self._ctx.Process(target=worker_main, args=(child, self.faults),
                                       name=f"libero-worker-{self.slot}", daemon=True)
         self.proc.start()
         child.close()
@@ -231,8 +295,8 @@ class EnvWorker:
 class WorkerPool:
     """W workers; closes all of them on exit (also on Ctrl-C)."""
 
-    def __init__(self, n: int, fault: Optional[FaultInjection] = None):
-        self.workers = [EnvWorker(i, fault) for i in range(n)]
+    def __init__(self, n: int, faults: tuple = ()):
+        self.workers = [EnvWorker(i, faults) for i in range(n)]
 
     def __enter__(self) -> "WorkerPool":
         return self

@@ -69,6 +69,7 @@ class EvalConfig:
     latency_budget: bool = False  # inference time costs simulated time (the previous action is held)
     latency_ms: Optional[float] = None  # latency-budget mode: fixed latency instead of the measured one
     device: str = "cpu"
+    skip_renders: bool = True  # render cameras only on steps whose observation is used (same results)
     save_actions: bool = False  # also write each episode's executed actions to DIR/actions/<key>.npy
 
     def __post_init__(self):

@@ -143,11 +143,11 @@ def _make_caller(policy, cfg: EvalConfig, plan: Plan):
 
 
 def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_cfg=None,
-             fault=None, progress: bool = True):
+             faults: tuple = (), progress: bool = True):
     """Run (or resume) the evaluation into ``out_dir``; returns this folder's episodes DataFrame.
 
     ``env_cfg``: ``envs.config.EnvConfig`` (render settings, settle steps); task/suite/max_steps are set
-    per episode. ``fault``: ``envs.workers.FaultInjection``, tests only.
+    per episode. ``faults``: ``envs.workers.FaultInjection`` records, tests only.
     """
     import torch
 
@@ -170,7 +170,7 @@ def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_c
     index = {k: i for i, k in enumerate(plan.grid)}
     todo = [k for k in mine if (k.task_index, k.init_state, k.flow_steps, k.seed) not in done]
     if todo:
-        _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, fault, progress)
+        _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, faults, progress)
     if world > 1:
         import torch.distributed as dist
 
@@ -184,7 +184,7 @@ def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_c
     return df
 
 
-def _run(cfg, plan, env_cfg, caller, store, todo, total, index, fault, progress) -> None:
+def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress) -> None:
     """Roll out ``todo`` and append one row per finished episode; stop on too many errors."""
     from tqdm import tqdm
 
@@ -200,13 +200,13 @@ def _run(cfg, plan, env_cfg, caller, store, todo, total, index, fault, progress)
                                n_action_steps=plan.n_action_steps, horizon=int(plan.policy_cfg.get("chunk_size", 1)),
                                call_timeout_s=cfg.call_timeout_s, episode_timeout_s=cfg.episode_timeout_s,
                                max_retries=cfg.max_retries, latency_budget=cfg.latency_budget,
-                               latency_ms=cfg.latency_ms)
+                               latency_ms=cfg.latency_ms, skip_renders=cfg.skip_renders)
     writer = VideoWriter(store.dir) if any(v for _, v, _ in items) else None
     bar = tqdm(total=total, initial=total - len(todo), desc="eval", unit="ep", disable=not progress,
                dynamic_ncols=True)
     t0, n_done, n_ok, errors = time.perf_counter(), 0, 0, []
     try:
-        with WorkerPool(min(cfg.workers, len(todo)), fault) as pool:
+        with WorkerPool(min(cfg.workers, len(todo)), faults) as pool:
             for res in Rollouts(pool, caller, settings).run(items):
                 video = ""
                 if res.frames and (mode != "failures" or not res.success):

@@ -7,10 +7,10 @@ longer, are collected whenever they are ready).
 
 Per episode we keep: per policy call its latency split (``encode_ms``, ``flow_ms``, ``total_ms``), per env
 step the worker-side ``step_ms`` split into render and physics, the executed action trace (T, 7), and the
-frames when a video is wanted. Cameras are rendered by the env on every step (LiberoEnv has no switch);
-the worker converts an observation to policy inputs only on steps where the policy is queried or a frame is
-kept. Latency-budget mode: a query that took L ms makes the env hold the previous action for
-ceil(L / 50 ms) steps before the new chunk starts (20 Hz control), so slow inference costs sim time.
+frames when a video is wanted. Cameras render, and the worker converts an observation to policy inputs,
+only on steps where the policy is queried or a video frame is kept (``skip_renders``).
+Latency-budget mode: a query that took L ms makes the env hold the previous action for ceil(L / 50 ms)
+steps before the new chunk starts (20 Hz control), so slow inference costs sim time.
 """
 from __future__ import annotations
 
@@ -41,6 +41,7 @@ class RolloutSettings:
     max_retries: int = 2
     latency_budget: bool = False
     latency_ms: Optional[float] = None  # fixed latency for latency-budget mode; None: measured per call
+    skip_renders: bool = True  # render cameras only on steps whose observation is used
 
 
 @dataclass
@@ -178,7 +179,8 @@ class Rollouts:
         self.active[w.slot] = ep
         env_cfg = {**self.s.env_cfg, "suite": key.suite, "task": key.task_index, "max_steps": self.s.max_steps}
         w.send("reset", {"env_cfg": env_cfg, "init_state": key.init_state, "seed": key.seed,
-                         "want_obs": True, "want_frame": video, "attempt": attempt})
+                         "want_obs": True, "want_frame": video, "attempt": attempt,
+                         "skip_renders": self.s.skip_renders})
 
     def _send_step(self, w: EnvWorker, ep: _Live) -> None:
         action = ep.queue.popleft()

@@ -1,0 +1,64 @@
+"""`vla-flow eval` argument errors exit 2 with a clear message before any simulator worker starts."""
+import numpy as np
+import pytest
+
+from vla_flow.cli import main
+
+
+def make_checkpoint(path, action_dim: int = 7, chunk_size: int = 8, n_action_steps: int = 5):
+    """A tiny random-weight policy (open_clip 'tiny' towers, random init) saved with policy.checkpoint."""
+    import torch
+
+    from policy.checkpoint import save_checkpoint
+    from policy.configuration import PolicyConfig, VisionConfig
+    from policy.modeling import FlowPolicy
+    from policy.normalize import compute_stats
+
+    cfg = PolicyConfig(vision=VisionConfig(model="tiny", pretrained="none"), action_dim=action_dim,
+                       gripper_action_index=action_dim - 1, chunk_size=chunk_size, n_action_steps=n_action_steps,
+                       embed_dim=64, head_hidden_dim=64, head_layers=2, time_embed_dim=16, attn_pool_heads=4)
+    rng = np.random.default_rng(0)
+    stats = compute_stats(rng.normal(0, 0.3, (64, action_dim)).clip(-1, 1), rng.normal(size=(64, 7)),
+                          rng.normal(size=(64, 7)))
+    torch.manual_seed(0)
+    save_checkpoint(path, FlowPolicy(cfg, stats))
+    return path
+
+
+@pytest.fixture(scope="module")
+def ckpts(tmp_path_factory):
+    d = tmp_path_factory.mktemp("ckpt")
+    return make_checkpoint(d / "tiny.pt"), make_checkpoint(d / "six.pt", action_dim=6)
+
+
+@pytest.fixture
+def no_workers(monkeypatch):
+    """Any attempt to start a simulator worker fails the test."""
+    import envs.workers
+
+    def refuse(*a, **k):
+        raise AssertionError("a simulator worker was started")
+
+    monkeypatch.setattr(envs.workers.EnvWorker, "__init__", refuse)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--tasks", "12"], "unknown task index [12]"),
+    (["--flow-steps", "0"], "every N must be > 0"),
+    (["--flow-steps", "1,-2"], "every N must be > 0"),
+    (["--init-states", "0-60"], "out of range"),
+    (["--videos", "some"], "videos"),
+    (["--suite", "libero_nope"], "suite"),
+])
+def test_bad_arguments_exit_2_before_any_env(flags, message, ckpts, tmp_path, capsys, no_workers):
+    out = tmp_path / "out"
+    assert main(["eval", "--checkpoint", str(ckpts[0]), "--out", str(out), *flags]) == 2
+    assert message in capsys.readouterr().err
+    assert not (out / "run.json").exists()
+
+
+def test_missing_checkpoint_and_wrong_action_size(ckpts, tmp_path, capsys, no_workers):
+    assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
+    assert "checkpoint not found" in capsys.readouterr().err
+    assert main(["eval", "--checkpoint", str(ckpts[1]), "--out", str(tmp_path / "o")]) == 2
+    assert "predicts 6-D actions" in capsys.readouterr().err
