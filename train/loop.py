@@ -140,6 +140,8 @@ def validate(policy, data: TrainData, seed: int, max_samples: int, device) -> di
     out, losses, mses = {}, [], {1: [], 10: []}
     for chunk in np.array_split(rows, max(1, math.ceil(len(rows) / 64))):
         batch = _batch(data, table, chunk, 0, seed, device, tag="val")
+        if "image" in batch:  # on the fly: encode once for the loss and both predictions
+            batch["image_feat"] = policy.encode_images(batch.pop("image"))
         loss, _ = policy.compute_loss(batch)
         losses.append(float(loss) * len(chunk))
         actions, mask = batch["actions"], batch["action_mask"]
