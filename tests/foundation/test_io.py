@@ -16,3 +16,12 @@ def test_atomic_write_replaces_and_cleans_up(tmp_path):
             raise RuntimeError("killed mid-write")
     assert json.loads(target.read_text()) == {"a": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.json"]
+
+
+def test_atomic_write_uses_the_umask_mode_not_0600(tmp_path):
+    import os
+    target = tmp_path / "r.json"
+    atomic_write_json(target, {})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
