@@ -28,6 +28,7 @@ import torch
 from envs import conventions as C
 from train.dataset import DemoFile
 from train import distributed as dist_utils
+from vla_flow.errors import UserError
 from vla_flow.io import atomic_path
 
 _CONTENT_HASHES: dict[tuple, str] = {}
@@ -110,10 +111,14 @@ def _encode_batches(policy, df: DemoFile, batches: list, image_size: int, device
 
 
 def _write_cache(path: Path, image_feat: np.ndarray, text_feat: np.ndarray, key: dict) -> None:
-    with atomic_path(path) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, image_feat=image_feat.astype(np.float32), text_feat=text_feat.astype(np.float32),
-                     key=np.array(json.dumps(key, sort_keys=True)))
+    try:
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, image_feat=image_feat.astype(np.float32), text_feat=text_feat.astype(np.float32),
+                         key=np.array(json.dumps(key, sort_keys=True)))
+    except PermissionError as exc:
+        raise UserError(f"cannot write the feature cache {path} ({exc}); set train.cache_dir=DIR to a "
+                        "writable folder") from None
 
 
 def load_cache(path: Path, key: dict, num_frames: int) -> tuple[np.ndarray, np.ndarray] | None:
