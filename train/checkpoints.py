@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import random
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,10 @@ def _link_last(path: Path) -> None:
     tmp = path.parent / f".last.pt.{os.getpid()}.tmp"
     if tmp.exists():
         tmp.unlink()
-    os.link(path, tmp)
+    try:
+        os.link(path, tmp)
+    except OSError:  # filesystem without hard links: copy, still atomic through the rename
+        shutil.copyfile(path, tmp)
     os.replace(tmp, last)
 
 
