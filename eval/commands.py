@@ -80,5 +80,6 @@ def run(args: argparse.Namespace) -> int:
     cfg, env_cfg = build_configs(args)
     validate(cfg, args.checkpoint)  # all checks before the (slow) policy load and any worker
     df = evaluate(cfg, args.checkpoint, args.out, env_cfg=env_cfg, progress=args.progress)
-    print(f"{len(df)} episodes in {args.out}/episodes.parquet")
+    if os.environ.get("RANK", "0") == "0":
+        print(f"{len(df)} episodes in {args.out}/episodes.parquet")
     return 0

@@ -108,6 +108,8 @@ class ResultStore:
         _write(df, self.main_path)
         for p in self.dir.glob("shards/rank*.parquet"):
             p.unlink()
+        if (self.dir / "shards").is_dir() and not any((self.dir / "shards").iterdir()):
+            (self.dir / "shards").rmdir()
         return df
 
 
