@@ -60,3 +60,16 @@ def test_frozen_and_preprocessing():
     as_float = enc.encode_images(img.float() / 255.0)
     assert torch.allclose(enc.encode_images(img), as_float, atol=1e-5)
     assert torch.allclose(as_float.norm(dim=-1), torch.ones(2), atol=1e-5)  # pooled features are L2-normalized
+
+
+def test_bfloat16_encoder_close_to_float32():
+    from tests.policy.test_modeling import inputs, make_policy
+
+    fp32, bf16 = make_policy(), make_policy(vision=dict(dtype="bfloat16"))
+    assert next(bf16.encoder.clip.visual.parameters()).dtype == torch.bfloat16
+    x = inputs(2)
+    f32, f16 = fp32.encode_images(x["images"]), bf16.encode_images(x["images"])
+    assert f16.dtype == torch.float32 and float((f16 - f32).norm() / f32.norm()) < 0.05
+    noise = torch.randn(2, 1, 7)
+    a, b = fp32.predict(**x, noise=noise), bf16.predict(**x, noise=noise)
+    assert abs(a - b).max() < 0.05
