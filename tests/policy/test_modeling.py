@@ -199,3 +199,13 @@ def test_config_validation():
         PolicyConfig(chunk_size=0)
     defaults = PolicyConfig()
     assert (defaults.chunk_size, defaults.vision.image_feature, defaults.use_gripper_state) == (1, "pooled", False)
+
+
+def test_hoisted_sampler_equals_forward(chunk_policy):
+    """The sampling fast path (cond and time terms computed once per call) is the training forward."""
+    head, g = chunk_policy.head, torch.Generator().manual_seed(0)
+    cond, x = torch.randn(3, 512, generator=g), torch.randn(3, 4, 7, generator=g)
+    fast = head.sampler(cond, 5)
+    for k in range(5):
+        t = torch.full((3,), k / 5)
+        torch.testing.assert_close(fast(x, t), head(x, t, cond), rtol=1e-5, atol=1e-5)
