@@ -161,11 +161,12 @@ class FlowPolicy(nn.Module):
     def condition(self, image_feat, text_feat, joints, ee_pose, gripper=None, wrist_feat=None) -> torch.Tensor:
         """Fuse features and RAW proprio (normalized here) into the conditioning vector (B, D)."""
         norm = self.normalizer
-        parts = [self.image_proj(image_feat.to(self.device)).float()]
+        # Cached features may be float16/bfloat16: project them in float32.
+        parts = [self.image_proj(image_feat.to(self.device, torch.float32))]
         if self.wrist_proj is not None:
             if wrist_feat is None:
                 raise PolicyInputError("wrist image required: policy.vision.use_wrist_image is true")
-            parts.append(self.wrist_proj(wrist_feat.to(self.device)).float())
+            parts.append(self.wrist_proj(wrist_feat.to(self.device, torch.float32)))
         parts.append(self.text_norm(text_feat.to(self.device).float()))
         parts.append(self.joints_mlp(norm.normalize("joints", joints.to(self.device).float())))
         parts.append(self.ee_pose_mlp(norm.normalize("ee_pose", ee_pose.to(self.device).float())))

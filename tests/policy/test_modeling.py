@@ -59,7 +59,13 @@ def test_shapes_dtypes_h1(seed_policy):
     assert out.shape == (3, 1, 7) and out.dtype == np.float32
     assert np.all(np.abs(out) <= 1.0)
     assert set(seed_policy.last_timings) >= {"encode_ms", "flow_ms", "total_ms"}
-    assert seed_policy.encode_images(inputs(2)["images"]).shape == (2, 512)
+    x = inputs(2)
+    feat = seed_policy.encode_images(x["images"])
+    assert feat.shape == (2, 512) and feat.dtype == torch.float32
+    loss, _ = seed_policy.compute_loss({"image_feat": feat.half(), "instructions": x["instructions"],
+                                        "joints": x["joints"], "ee_pose": x["ee_pose"],
+                                        "actions": np.zeros((2, 7), np.float32)})  # (B, 7) accepted when H=1
+    assert loss.dim() == 0 and torch.isfinite(loss)
 
 
 def test_shapes_dtypes_chunk_patch_wrist_gripper(chunk_policy):
@@ -68,9 +74,9 @@ def test_shapes_dtypes_chunk_patch_wrist_gripper(chunk_policy):
                                noise=torch.zeros(2, 4, 7))
     assert out.shape == (2, 4, 7) and out.dtype == np.float32
     feat = chunk_policy.encode_images(torch.from_numpy(x["images"]))
-    assert feat.shape == (2, 196, 64)  # patch tokens, what a feature cache stores
+    assert feat.shape == (2, 196, 64)  # patch tokens, what a feature cache stores (here as float16)
     loss, metrics = chunk_policy.compute_loss({
-        "image_feat": feat, "wrist_feat": feat, "text_feat": chunk_policy.encode_text(x["instructions"]),
+        "image_feat": feat.half(), "wrist_feat": feat.half(), "text_feat": chunk_policy.encode_text(x["instructions"]),
         "joints": x["joints"], "ee_pose": x["ee_pose"], "gripper": x["gripper"],
         "actions": np.zeros((2, 4, 7), np.float32), "action_mask": np.array([[1, 1, 0, 0], [1, 1, 1, 1]])})
     assert loss.dim() == 0 and torch.isfinite(loss) and "loss" in metrics
