@@ -156,9 +156,12 @@ class Rollouts:
         self.active: dict[int, _Live] = {}
         self.todo: deque = deque()
         self.done: list[EpisodeResult] = []
+        # main-process time split (s): policy calls, blocked on workers, total; the rest is harness overhead
+        self.timers = {"policy_s": 0.0, "wait_s": 0.0, "total_s": 0.0}
 
     def run(self, items: list[tuple[EpisodeKey, bool, str]]) -> Iterator[EpisodeResult]:
         self.todo.extend((key, video, text, 0) for key, video, text in items)
+        t_last = time.perf_counter()
         while self.todo or self.active:
             for w in self.pool.workers:
                 if w.slot not in self.active and self.todo:
@@ -169,8 +172,11 @@ class Rollouts:
                 if ep is not None and ep.phase == "act":
                     self._send_step(w, ep)
             self._collect()
+            now = time.perf_counter()
+            self.timers["total_s"] += now - t_last
             while self.done:
                 yield self.done.pop(0)
+            t_last = time.perf_counter()  # time spent by the consumer (store, videos) is not ours
 
     # -- commands ---------------------------------------------------------------------------------
     def _start(self, w: EnvWorker, key: EpisodeKey, video: bool, text: str, attempt: int) -> None:
@@ -194,7 +200,9 @@ class Rollouts:
         for n in sorted({ep.res.key.flow_steps for ep in eps}):
             group = [ep for ep in eps if ep.res.key.flow_steps == n]
             noise = np.stack([ep.noise.next() for ep in group])
+            t0 = time.perf_counter()
             actions, timings = self.caller([ep.obs for ep in group], [ep.text for ep in group], noise, n)
+            self.timers["policy_s"] += time.perf_counter() - t0
             for ep, chunk, t in zip(group, actions, timings):
                 self._enqueue(ep, chunk, t)
 
@@ -216,23 +224,28 @@ class Rollouts:
     def _collect(self) -> None:
         """Wait for every pending step; take resets that are ready; enforce call/episode timeouts."""
         workers = [w for w in self.pool.workers if w.slot in self.active and w.pending]
-        stepping = [w for w in workers if w.pending == "step"]
-        if not stepping and workers:  # only resets in flight: block until one answers (or times out)
-            wait_conns([w.conn for w in workers], timeout=self.s.call_timeout_s)
+        t0 = time.perf_counter()
+        if workers and not any(w.pending == "step" for w in workers):  # only resets in flight
+            wait_conns([w.conn for w in workers], timeout=min(self._left(w) for w in workers))
         for w in workers:
-            if w.pending == "step" or w.ready() or self._overdue(w):
+            if w.pending == "step":  # blocked on the simulator: time it as env wait, not overhead
+                w.conn.poll(self._left(w))
+            if w.pending == "step" or w.ready() or self._left(w) <= 0:
+                self.timers["wait_s"] += time.perf_counter() - t0
                 self._answer(w)
+                t0 = time.perf_counter()
+        self.timers["wait_s"] += time.perf_counter() - t0
 
-    def _overdue(self, w: EnvWorker) -> bool:
-        ep = self.active[w.slot]
+    def _left(self, w: EnvWorker) -> float:
+        """Seconds until this worker's call or episode times out."""
         now = time.perf_counter()
-        return now - w.sent_at > self.s.call_timeout_s or now - ep.t0 > self.s.episode_timeout_s
+        ep = self.active[w.slot]
+        return max(0.0, min(self.s.call_timeout_s - (now - w.sent_at), self.s.episode_timeout_s - (now - ep.t0)))
 
     def _answer(self, w: EnvWorker) -> None:
         ep = self.active[w.slot]
-        budget = self.s.episode_timeout_s - (time.perf_counter() - ep.t0)
         try:
-            r = w.result(min(self.s.call_timeout_s, max(budget, 0.0) + (time.perf_counter() - w.sent_at)))
+            r = w.result(self._left(w) + (time.perf_counter() - w.sent_at))
         except WorkerError as exc:
             self._failed(w, ep, exc)
             return
