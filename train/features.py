@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -138,13 +139,14 @@ def build_or_load(policy, df: DemoFile, *, encoder_name: str, image_size: int, b
                   cache_dir: str | None = None, device="cpu") -> tuple[np.ndarray, np.ndarray, dict]:
     """Features for every frame of ``df``: (image_feat (F, D), text_feat (Dt,), info).
 
-    ``info`` = {"path", "key", "built": bool}. Every DDP rank calls this; each encodes its shard.
+    ``info`` = {"path", "key", "built": bool, and when built "build_s" (encode + write time), "frames"}. Every DDP rank calls this; each encodes its shard.
     """
     key = cache_key(df, encoder_name, encoder_fingerprint(policy), image_size)
     path = cache_path(df, key["key"], cache_dir)
     hit = load_cache(path, key, df.num_frames)
     if hit is not None:
         return hit[0], hit[1], {"path": str(path), "key": key["key"], "built": False}
+    t0 = time.perf_counter()
     rank, world = dist_utils.rank(), dist_utils.world_size()
     batches = _frame_batches(df, batch_size)[rank::world]
     rows = _encode_batches(policy, df, batches, image_size, device,
@@ -170,4 +172,5 @@ def build_or_load(policy, df: DemoFile, *, encoder_name: str, image_size: int, b
     hit = load_cache(path, key, df.num_frames)
     if hit is None:
         raise RuntimeError(f"feature cache {path} was not readable right after writing it")
-    return hit[0], hit[1], {"path": str(path), "key": key["key"], "built": True}
+    return hit[0], hit[1], {"path": str(path), "key": key["key"], "built": True,
+                            "build_s": time.perf_counter() - t0, "frames": df.num_frames}
