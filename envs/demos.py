@@ -1,0 +1,387 @@
+"""Scripted-expert demonstrations written in the official LIBERO / robomimic HDF5 layout, resumably.
+
+Why this shape:
+- Workers are spawn-started processes (``ProcessPoolExecutor``; a GL context does not survive fork), each
+  with one ``LiberoEnv`` built once and reused. Episode ``i`` is fully defined by its plan (official init
+  state ``(first + i) % n`` or a fresh BDDL layout drawn with seed ``seed * 1_000_000 + i``), never by which
+  worker ran it, so results do not depend on the number of workers.
+- Every finished episode is written at once by the main process as a small part file
+  (``DIR/.<task>_parts/ep_<i>.hdf5``, or ``ep_<i>.json`` for a failure), each atomically (temp + rename).
+  The dataset ``DIR/<task>_demo.hdf5`` is then (re)assembled atomically from the previous dataset plus
+  the parts, at the end and on Ctrl-C or a dead worker. A rerun with the same arguments skips every
+  episode already in the dataset, its failure ledger or a part file: nothing is lost or duplicated.
+
+Layout (LIBERO ``scripts/create_dataset.py``; docs/interfaces.md): ``data/demo_K/{actions (T, 7) f64,
+obs/{agentview_rgb, eye_in_hand_rgb (T, S, S, 3) uint8 upside down as rendered, joint_states (T, 7),
+ee_pos (T, 3), ee_ori (T, 3) axis-angle, ee_quat (T, 4) xyzw, gripper_states (T, 2)}, states (T, 1+nq+nv),
+robot_states (T, 9), rewards, dones (T,) uint8 (1 at the last step)}``. Step t holds the observation
+*before* action t. ``data`` attrs: env_args, problem_info, bddl_file_name, bddl_file_content,
+macros_image_convention, num_demos, total, and ``vla_flow`` (JSON: generation settings and failure ledger).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import asdict, dataclass
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from envs import conventions as C
+from envs.config import DemoConfig, EnvConfig, RenderConfig
+from envs.expert import UNSOLVABLE_IN_THIS_BUILD, PickPlaceExpert, parse_goal, read_scene
+from vla_flow.errors import UserError
+from vla_flow.io import atomic_path
+
+GEN_ATTR = "vla_flow"  # data.attrs[GEN_ATTR]: JSON with generation settings + failure ledger
+
+
+@dataclass(frozen=True)
+class EpisodePlan:
+    """Episode ``index``: official ``init_state`` k (seed = k, see LiberoEnv.reset) or a random layout."""
+
+    index: int
+    init_state: Optional[int]
+    seed: int
+
+
+def plan_episodes(cfg: DemoConfig, n_init_states: int) -> list[EpisodePlan]:
+    if cfg.layouts == "official":
+        return [EpisodePlan(i, k := (cfg.first_init_state + i) % n_init_states, k) for i in range(cfg.episodes)]
+    return [EpisodePlan(i, None, cfg.seed * 1_000_000 + i) for i in range(cfg.episodes)]
+
+
+def unsolvable_warning(suite: str, task_index: int) -> Optional[str]:
+    reason = UNSOLVABLE_IN_THIS_BUILD.get(task_index) if suite == "libero_spatial" else None
+    if reason is None:
+        return None
+    bar = "!" * 78
+    return f"{bar}\nWARNING: {suite} task {task_index} is UNSOLVABLE_IN_THIS_BUILD: {reason}\n{bar}"
+
+
+# ------------------------------------------------------------------------------------- one episode
+
+def run_episode(env, expert: PickPlaceExpert, plan: EpisodePlan, record: bool = True) -> dict:
+    """Run the expert for one episode in ``env`` (a LiberoEnv) until success or the step limit.
+
+    Returns ``{index, init_state, seed, success, steps, wall_s}`` and, if ``record``, ``arrays``: the
+    per-step LIBERO record (observation before each action) described in the module docstring.
+    """
+    t0 = time.perf_counter()
+    obs = env.reset(init_state=plan.init_state, seed=plan.seed)
+    expert.reset()
+    rs_env = env.raw_env.env
+    rows: dict[str, list] = {k: [] for k in ("actions", "states", *C.H5_OBS_FROM_ENV)}
+    success, steps = False, 0
+    while steps < env.max_steps:
+        action = expert.act(read_scene(rs_env, expert.goal))
+        if record:
+            rows["states"].append(env.get_sim_state())
+            for key in C.H5_OBS_FROM_ENV:
+                if key in obs:
+                    rows[key].append(np.array(obs[key]))
+            rows["actions"].append(action)
+        obs, success, _info = env.step(action)
+        steps += 1
+        if success:
+            break
+    out = {"index": plan.index, "init_state": plan.init_state, "seed": plan.seed, "success": bool(success),
+           "steps": steps, "wall_s": time.perf_counter() - t0}
+    if record and success:
+        out["arrays"] = _to_arrays(rows)
+    return out
+
+
+def _to_arrays(rows: dict) -> dict:
+    from robosuite.utils.transform_utils import quat2axisangle
+
+    arrays = {"actions": np.asarray(rows["actions"], np.float64), "states": np.asarray(rows["states"])}
+    for env_key, h5_key in C.H5_OBS_FROM_ENV.items():
+        if rows[env_key]:
+            arrays["obs/" + h5_key] = np.stack(rows[env_key])
+    quat = arrays["obs/" + C.H5_EE_QUAT]
+    # LIBERO's ee_ori, computed exactly as its create_dataset.py does (robosuite quat2axisangle, xyzw)
+    arrays["obs/" + C.H5_EE_ORI] = np.stack([quat2axisangle(q.astype(np.float64)) for q in quat])
+    arrays["robot_states"] = np.concatenate(
+        [arrays["obs/" + C.H5_GRIPPER], arrays["obs/" + C.H5_EE_POS], quat], axis=1)
+    T = len(arrays["actions"])
+    arrays["rewards"] = np.zeros(T, np.uint8)
+    arrays["dones"] = np.zeros(T, np.uint8)
+    arrays["rewards"][-1] = arrays["dones"][-1] = 1
+    return arrays
+
+
+# ---------------------------------------------------------------------------------- worker process
+
+_WORKER: dict = {}
+
+
+def _worker_init(env_cfg: dict) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from envs.libero import LiberoEnv
+    from vla_flow.config import from_dict
+
+    env = LiberoEnv(cfg=from_dict(EnvConfig, env_cfg))
+    goal = parse_goal(Path(env.task.bddl_file).read_text())
+    _WORKER.update(env=env, expert=PickPlaceExpert(goal))
+
+
+def _worker_run(plan: EpisodePlan, record: bool) -> dict:
+    return run_episode(_WORKER["env"], _WORKER["expert"], plan, record)
+
+
+# ------------------------------------------------------------------------------------ HDF5 writing
+
+def _write_group(group, result: dict, render: dict, compression: Optional[str]) -> None:
+    """Fill an HDF5 group with one successful episode (datasets + per-demo attrs)."""
+    for key, arr in result["arrays"].items():
+        image = arr.ndim == 4
+        group.create_dataset(key, data=arr, compression=compression if image else None,
+                             chunks=(1, *arr.shape[1:]) if image else None)
+    group.attrs["num_samples"] = len(result["arrays"]["actions"])
+    group.attrs["init_state"] = result["arrays"]["states"][0]  # LIBERO: the flattened start state
+    group.attrs["init_state_index"] = -1 if result["init_state"] is None else int(result["init_state"])
+    group.attrs["episode"] = int(result["index"])
+    group.attrs["seed"] = int(result["seed"])
+    group.attrs["success"] = bool(result["success"])
+    group.attrs["render"] = json.dumps(render)
+
+
+def write_part(parts: Path, result: dict, render: dict, compression: Optional[str] = "gzip") -> None:
+    """One finished episode -> ``parts/ep_<i>.hdf5`` (success) or ``ep_<i>.json`` (failure), atomically."""
+    import h5py
+
+    name = f"ep_{result['index']:06d}"
+    if not result["success"]:
+        meta = {k: result[k] for k in ("index", "init_state", "seed", "success", "steps")}
+        with atomic_path(parts / f"{name}.json") as tmp:
+            tmp.write_text(json.dumps(meta))
+        return
+    with atomic_path(parts / f"{name}.hdf5") as tmp:
+        with h5py.File(tmp, "w") as fh:
+            _write_group(fh.create_group("demo"), result, render, compression)
+
+
+def _done_episodes(out: Path, parts: Path) -> tuple[set, dict]:
+    """Episodes already finished: (successful episode indices, {failed index: steps})."""
+    import h5py
+
+    ok, failed = set(), {}
+    if out.is_file():
+        with h5py.File(out, "r") as fh:
+            ok |= {int(g.attrs["episode"]) for g in fh["data"].values()}
+            failed.update({int(k): v for k, v in json.loads(fh["data"].attrs[GEN_ATTR])["failed"].items()})
+    if parts.is_dir():
+        ok |= {int(p.stem[3:]) for p in parts.glob("ep_*.hdf5")}
+        failed.update({int(p.stem[3:]): json.loads(p.read_text())["steps"] for p in parts.glob("ep_*.json")})
+    return ok, failed
+
+
+def assemble(out: Path, parts: Path, header: dict) -> int:
+    """Atomically rewrite ``out`` = previous ``out`` + part files (sorted by episode, no duplicates).
+
+    ``header``: the ``data`` attributes (JSON-able values); its ``vla_flow`` entry gets the merged
+    failure ledger. Part files are deleted once the new dataset is in place. Returns ``num_demos``.
+    """
+    import h5py
+
+    sources = []  # (episode, file path, group path)
+    failed = {}
+    if out.is_file():
+        with h5py.File(out, "r") as fh:
+            sources += [(int(g.attrs["episode"]), out, g.name) for g in fh["data"].values()]
+            failed.update(json.loads(fh["data"].attrs[GEN_ATTR])["failed"])
+    part_files = sorted(parts.glob("ep_*.hdf5")) if parts.is_dir() else []
+    fail_files = sorted(parts.glob("ep_*.json")) if parts.is_dir() else []
+    seen = {e for e, _, _ in sources}
+    sources += [(int(p.stem[3:]), p, "demo") for p in part_files if int(p.stem[3:]) not in seen]
+    failed.update({str(int(p.stem[3:])): json.loads(p.read_text())["steps"] for p in fail_files})
+    sources.sort(key=lambda s: s[0])
+    gen = dict(header[GEN_ATTR], failed=failed)
+    with atomic_path(out) as tmp:
+        with h5py.File(tmp, "w") as dst:
+            data = dst.create_group("data")
+            handles: dict = {}
+            total = 0
+            for k, (_, path, gpath) in enumerate(sources):
+                src = handles.setdefault(path, h5py.File(path, "r"))
+                src.copy(src[gpath], data, name=f"{C.H5_DEMO_PREFIX}{k}")
+                total += int(data[f"{C.H5_DEMO_PREFIX}{k}"].attrs["num_samples"])
+            for h in handles.values():
+                h.close()
+            for key, value in header.items():
+                data.attrs[key] = json.dumps(gen) if key == GEN_ATTR else value
+            data.attrs["num_demos"] = len(sources)
+            data.attrs["total"] = total
+    for p in part_files + fail_files:
+        p.unlink()
+    return len(sources)
+
+
+def _header(env_meta: dict, task, cfg: DemoConfig, env_cfg: EnvConfig) -> dict:
+    """``data`` attributes in LIBERO's format (env_args, problem_info, bddl) plus our settings."""
+    text = Path(task.bddl_file).read_text()
+    problem = {"problem_name": "libero_tabletop_manipulation", "domain_name": "robosuite",
+               "language_instruction": task.language}
+    env_args = {"type": 1, "env_name": "OffScreenRenderEnv", "problem_name": problem["problem_name"],
+                "bddl_file": task.bddl_file,
+                "env_kwargs": {"bddl_file_name": task.bddl_file, "camera_heights": env_cfg.render.camera_size,
+                               "camera_widths": env_cfg.render.camera_size, "control_freq": C.CONTROL_HZ,
+                               "camera_names": list(env_cfg.render.cameras), "controller": "OSC_POSE"}}
+    gen = {"suite": task.suite, "task_index": task.index, "task": task.name, "layouts": cfg.layouts,
+           "seed": cfg.seed, "first_init_state": cfg.first_init_state, "expert": "envs.expert.PickPlaceExpert",
+           "settle_steps": env_cfg.settle_steps, "env": env_meta}
+    return {"env_args": json.dumps(env_args), "problem_info": json.dumps(problem),
+            "bddl_file_name": task.bddl_file, "bddl_file_content": text,
+            "macros_image_convention": "opengl", GEN_ATTR: gen}
+
+
+def _check_same_settings(out: Path, header: dict) -> None:
+    import h5py
+
+    if not out.is_file():
+        return
+    keys = ("suite", "task_index", "layouts", "seed", "first_init_state", "settle_steps")
+    try:
+        with h5py.File(out, "r") as fh:
+            old = json.loads(fh["data"].attrs[GEN_ATTR])
+    except (OSError, KeyError) as exc:
+        raise UserError(f"{out} exists but is not a dataset written by `vla-flow demos` ({exc}); "
+                        "move it away or pick another --out") from None
+    diff = {k: (old.get(k), header[GEN_ATTR][k]) for k in keys if old.get(k) != header[GEN_ATTR][k]}
+    if diff:
+        raise UserError(f"{out} was generated with other settings {diff} (old, new); rerun with the same "
+                        "arguments to resume, or pick another --out")
+
+
+# ------------------------------------------------------------------------------------------ driver
+
+@dataclass
+class GenerationReport:
+    """One run's numbers (this run's episodes only) and where the dataset is."""
+
+    task: str
+    tried: int
+    succeeded: int
+    mean_steps: float
+    max_steps: int
+    wall_s: float
+    steps: int
+    num_demos: int
+    path: str
+    skipped: int = 0
+
+    @property
+    def steps_per_s(self) -> float:
+        return self.steps / self.wall_s if self.wall_s > 0 else 0.0
+
+    def table(self) -> str:
+        rate = self.succeeded / self.tried if self.tried else float("nan")
+        head = f"{'task':<40} {'tried':>5} {'ok':>5} {'rate':>6} {'mean':>6} {'max':>5} {'wall_s':>7} {'steps/s':>7}"
+        row = (f"{self.task[:40]:<40} {self.tried:>5} {self.succeeded:>5} {rate:>6.1%} {self.mean_steps:>6.1f} "
+               f"{self.max_steps:>5} {self.wall_s:>7.1f} {self.steps_per_s:>7.1f}")
+        tail = f"dataset: {self.path} ({self.num_demos} demos; {self.skipped} episodes were already done)"
+        return "\n".join([head, row, tail])
+
+
+def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record: bool, on_result) -> None:
+    """Run ``plans`` in ``workers`` spawn-started processes; ``on_result(result)`` in the main process."""
+    from tqdm import tqdm
+    from vla_flow.config import to_dict
+
+    ctx = get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                             initargs=(to_dict(env_cfg),)) as pool:
+        futures = [pool.submit(_worker_run, p, record) for p in plans]
+        try:
+            with tqdm(total=len(plans), desc="episodes", unit="ep") as bar:
+                for fut in as_completed(futures):
+                    result = fut.result()
+                    on_result(result)
+                    bar.update(1)
+                    bar.set_postfix(ok=result["success"], steps=result["steps"])
+        except BaseException:
+            for f in futures:
+                f.cancel()
+            raise
+
+
+def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, record: bool = True) -> GenerationReport:
+    """Run the expert on ``cfg.episodes`` planned episodes of ``env_cfg``'s task, keep the successes and
+    write ``out_dir/<task>_demo.hdf5``; resumes a previous run with the same settings.
+
+    ``record=False`` (a dry run to measure the expert): cameras off, nothing written.
+    """
+    from envs.libero import resolve_task
+
+    task = resolve_task(env_cfg.suite, env_cfg.task)
+    warning = unsolvable_warning(task.suite, task.index)
+    if warning:
+        print(warning, flush=True)
+    if not record:
+        env_cfg = EnvConfig(**{**asdict(env_cfg), "render": RenderConfig(cameras=[])})
+    out = Path(out_dir) / f"{task.name}_demo.hdf5"
+    parts = Path(out_dir) / f".{task.name}_parts"
+    header = _header({"render": asdict(env_cfg.render), "reset": env_cfg.reset}, task, cfg, env_cfg)
+    plans = plan_episodes(cfg, task.n_init_states)
+    done: set = set()
+    if record:
+        _check_same_settings(out, header)
+        ok, failed = _done_episodes(out, parts)
+        done = ok | set(failed)
+    todo = [p for p in plans if p.index not in done]
+    from envs.render import render_metadata
+
+    render = render_metadata(env_cfg.render)
+    results: list[dict] = []
+
+    def on_result(result: dict) -> None:
+        if record:
+            write_part(parts, result, render)
+        result.pop("arrays", None)
+        results.append(result)
+
+    t0 = time.perf_counter()
+    try:
+        if todo:
+            _run_pool(todo, env_cfg, min(cfg.workers, len(todo)), record, on_result)
+    except BrokenProcessPool as exc:
+        raise UserError(f"a demo worker process died ({exc}); finished episodes are saved, rerun the same "
+                        "command to resume") from exc
+    finally:
+        num = assemble(out, parts, header) if record and (results or parts.is_dir()) else 0
+        if record and parts.is_dir() and not any(parts.iterdir()):
+            parts.rmdir()
+    wall = time.perf_counter() - t0
+    ok_steps = [r["steps"] for r in results if r["success"]]
+    return GenerationReport(task=task.name, tried=len(results), succeeded=len(ok_steps),
+                            mean_steps=float(np.mean(ok_steps)) if ok_steps else float("nan"),
+                            max_steps=max(ok_steps, default=0), wall_s=wall,
+                            steps=sum(r["steps"] for r in results), num_demos=num,
+                            path=str(out) if record else "(dry run: nothing written)", skipped=len(done))
+
+
+def bench_demos(workers_list=(1, 2), episodes: Optional[int] = None, cfg=None, quick: bool = False,
+                out_dir: Optional[str] = None) -> list[dict]:
+    """Demo-generation throughput: rows ``{workers, episodes, steps_per_s}``.
+
+    Each worker count runs ``episodes`` episodes *per worker* (default 3, 1 with ``quick``) of the
+    experiment's task (``cfg``: an ExperimentConfig, default libero_spatial task 0) with cameras on, as
+    ``vla-flow demos`` does; wall time includes worker start-up and env creation, as a user sees it.
+    Files go to a temporary folder that is removed afterwards.
+    """
+    import tempfile
+
+    per_worker = episodes or (1 if quick else 3)
+    env_cfg = cfg.env if cfg is not None else EnvConfig(reset="soft")
+    rows = []
+    for w in workers_list:
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            rep = generate_demos(DemoConfig(episodes=per_worker * w, workers=w), env_cfg, tmp)
+            rows.append({"workers": w, "episodes": rep.tried, "steps_per_s": round(rep.steps_per_s, 2)})
+    return rows
