@@ -115,7 +115,8 @@ def _wrap_ddp(policy, device):
     module = LossModule(policy)
     frozen = [f"policy.{n}" for n, p in policy.named_parameters() if not p.requires_grad]
     DDP._set_params_and_buffers_to_ignore_for_model(module, frozen)  # frozen CLIP: identical, never synced
-    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None)
+    # buffers (normalization stats, CLIP constants) never change during training: no per-step broadcast
+    return DDP(module, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def _batch(data: TrainData, table: FrameTable, rows, step: int, seed: int, device, tag="train") -> dict:
@@ -191,7 +192,8 @@ def _train(exp, cfg, out: Path, device, data_paths, resume, on_step) -> dict:
     sched = Schedule(len(data.train), cfg.batch_size, world, cfg.epochs, cfg.max_steps)
     model = _wrap_ddp(policy, device)
     params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay,
+                            fused=True)  # one kernel per step (CPU and CUDA): the for-loop Adam cost ~70% of a step
     lr_sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lr_lambda(sched.total_steps, cfg.warmup_steps, cfg.min_lr_ratio))
     state = ckpt.resume_state(resume, out, policy, opt, lr_sched, device)
