@@ -275,6 +275,7 @@ class GenerationReport:
     num_demos: int
     path: str
     skipped: int = 0
+    failures: list = None  # [(episode, init_state, seed)] of this run's failed episodes
 
     @property
     def steps_per_s(self) -> float:
@@ -286,7 +287,10 @@ class GenerationReport:
         row = (f"{self.task[:40]:<40} {self.tried:>5} {self.succeeded:>5} {rate:>6.1%} {self.mean_steps:>6.1f} "
                f"{self.max_steps:>5} {self.wall_s:>7.1f} {self.steps_per_s:>7.1f}")
         tail = f"dataset: {self.path} ({self.num_demos} demos; {self.skipped} episodes were already done)"
-        return "\n".join([head, row, tail])
+        lines = [head, row, tail]
+        if self.failures:
+            lines.append("failed (episode, init state, seed): " + ", ".join(map(str, self.failures)))
+        return "\n".join(lines)
 
 
 def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record: bool, on_result) -> None:
@@ -363,7 +367,9 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
                             mean_steps=float(np.mean(ok_steps)) if ok_steps else float("nan"),
                             max_steps=max(ok_steps, default=0), wall_s=wall,
                             steps=sum(r["steps"] for r in results), num_demos=num,
-                            path=str(out) if record else "(dry run: nothing written)", skipped=len(done))
+                            path=str(out) if record else "(dry run: nothing written)", skipped=len(done),
+                            failures=sorted((r["index"], r["init_state"], r["seed"]) for r in results
+                                            if not r["success"]))
 
 
 def bench_demos(workers_list=(1, 2), episodes: Optional[int] = None, cfg=None, quick: bool = False,

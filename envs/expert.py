@@ -111,6 +111,7 @@ class ExpertParams:
     grasp_depth: float = 0.025  # grip site this far below the rim top (fallback without geoms)
     hover: float = 0.06  # approach height above the grasp point
     carry_clearance: float = 0.10  # bowl bottom this far above the plate while carrying
+    min_lift: float = 0.06  # lift the bowl at least this much off its support before carrying
     place_height: float = 0.012  # release when the bowl bottom is this far above the plate body
     pos_gain: float = 1.0  # action = gain * error / POS_SCALE (then clipped)
     rot_gain: float = 1.0
@@ -230,8 +231,10 @@ class PickPlaceExpert:
             if s.gripper_width < MIN_GRASP_WIDTH:  # closed on nothing: open and try again
                 self._goto("approach")
                 return self.move(s, s.eef_pos, OPEN)
-            # eef height that puts the bowl bottom ``carry_clearance`` above the plate
-            self.carry_z = s.eef_pos[2] + s.place_pos[2] + self.params.carry_clearance - s.target_pos[2]
+            # eef height that puts the bowl bottom ``carry_clearance`` above the plate, and at least
+            # ``min_lift`` above where it stands (a bowl on the cabinet starts higher than the plate)
+            rise = max(s.place_pos[2] + self.params.carry_clearance - s.target_pos[2], self.params.min_lift)
+            self.carry_z = s.eef_pos[2] + rise
             self._goto("lift")
         return self.move(s, self.grasp_point(s), CLOSE)
 
@@ -258,7 +261,7 @@ class PickPlaceExpert:
         above = s.target_pos[2] - s.place_pos[2]
         target[2] -= above - self.params.place_height
         self.counter += 1
-        if above < self.params.place_height + 0.008 or self.counter > 30:
+        if above < self.params.place_height + 0.008 or self.counter > 60:
             self._goto("release")
         return self.move(s, target, CLOSE)
 
