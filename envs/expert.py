@@ -111,6 +111,7 @@ class ExpertParams:
     grasp_depth: float = 0.025  # grip site this far below the rim top (fallback without geoms)
     hover: float = 0.06  # approach height above the grasp point
     carry_clearance: float = 0.10  # bowl bottom this far above the plate while carrying
+    retry_deeper: float = 0.006  # after a missed grasp, grasp this much lower (a tilted bowl's wall slopes)
     min_lift: float = 0.06  # lift the bowl at least this much off its support before carrying
     place_height: float = 0.012  # release when the bowl bottom is this far above the plate body
     pos_gain: float = 1.0  # action = gain * error / POS_SCALE (then clipped)
@@ -140,10 +141,11 @@ class PickPlaceExpert:
     phase: str = "approach"
     counter: int = 0
     last_width: float = 1.0
+    retries: int = 0  # failed grasps this episode; each retry grasps ``retry_deeper`` lower
     carry_z: float = 0.0  # eef height while carrying, fixed when the lift starts
 
     def reset(self) -> None:
-        self.side, self.phase, self.counter, self.last_width = None, "approach", 0, 1.0
+        self.side, self.phase, self.counter, self.last_width, self.retries = None, "approach", 0, 1.0, 0
 
     # ---- geometry -------------------------------------------------------------------------------
     def choose_side(self, s: SceneState) -> np.ndarray:
@@ -175,7 +177,9 @@ class PickPlaceExpert:
             local = (s.target_geoms - s.target_pos) @ s.target_rot  # rows: geom centres, bowl frame
             upper = s.target_geoms[local[:, 2] > 0.6 * local[:, 2].max()]
             seg = upper[np.argmax((upper - s.target_pos)[:, :2] @ self.side[:2])]
-            return seg - np.array([0.0, 0.0, PAD_ABOVE_SITE])
+            tilted = s.target_rot[2, 2] < np.cos(np.radians(5.0))  # leaning bowl: start 2 retries deep
+            deeper = self.params.retry_deeper * min(self.retries + 2 * tilted, 3)
+            return seg - np.array([0.0, 0.0, PAD_ABOVE_SITE + deeper])
         radial = s.target_rot.T @ self.side
         radial[2] = 0.0
         radial /= max(np.linalg.norm(radial), 1e-9)
@@ -228,7 +232,8 @@ class PickPlaceExpert:
         stalled = self.counter >= 4 and self.last_width - s.gripper_width < 0.0015
         self.last_width = s.gripper_width
         if stalled or self.counter >= self.params.grasp_steps:
-            if s.gripper_width < MIN_GRASP_WIDTH:  # closed on nothing: open and try again
+            if s.gripper_width < MIN_GRASP_WIDTH:  # closed on nothing: open and try again, deeper
+                self.retries += 1
                 self._goto("approach")
                 return self.move(s, s.eef_pos, OPEN)
             # eef height that puts the bowl bottom ``carry_clearance`` above the plate, and at least
@@ -242,6 +247,7 @@ class PickPlaceExpert:
         target = s.eef_pos.copy()
         target[2] = self.carry_z
         if s.gripper_width < MIN_GRASP_WIDTH:  # dropped it
+            self.retries += 1
             self._goto("approach")
         elif self.carry_z - s.eef_pos[2] < 0.03:
             self._goto("carry")
