@@ -142,3 +142,21 @@ def test_on_the_fly_matches_cached_and_augmentation_runs(tmp_path, data_file):
     train(tiny(*args, "train.features=on_the_fly", "train.augment=true"), tmp_path / "aug", [str(data_file)])
     aug = losses(tmp_path / "aug")
     assert np.isfinite(aug).all() and not np.allclose(aug, losses(tmp_path / "cached"), rtol=1e-5)
+
+
+def test_two_files_each_get_a_cache_and_their_own_text_feature(tmp_path):
+    from train.data import load_train_data
+    from train.dataset import policy_image
+
+    a = write_demo_file(tmp_path / "a_demo.hdf5", n_demos=2, length=10, seed=1)
+    b = write_demo_file(tmp_path / "b_demo.hdf5", n_demos=2, length=10, seed=2, instruction="another wording")
+    data = load_train_data(tiny(), [str(a), str(b)], torch.device("cpu"))
+    assert len(data.cache_info) == 2 and data.image_feat.shape[0] == sum(df.num_frames for df in data.files)
+    table = data.train
+    batch = data.gather(table, np.arange(len(table)), 0, "cpu")
+    images = np.stack([policy_image(data.files[f], d, t) for f, d, t in zip(table.file_idx, table.demo_idx, table.t)])
+    expect = data.policy.encode_images(torch.from_numpy(images))
+    torch.testing.assert_close(batch["image_feat"], expect, rtol=1e-4, atol=1e-5)  # right row of the right file
+    text = data.policy.encode_text([data.files[f].instruction for f in table.file_idx])
+    torch.testing.assert_close(batch["text_feat"], text, rtol=1e-5, atol=1e-6)
+    assert set(table.file_idx.tolist()) == {0, 1}
