@@ -141,11 +141,14 @@ class PickPlaceExpert:
     phase: str = "approach"
     counter: int = 0
     last_width: float = 1.0
+    last_eef: np.ndarray | None = None
+    banned: list = field(default_factory=list)  # grasp sides the arm could not reach this episode
     retries: int = 0  # failed grasps this episode; each retry grasps ``retry_deeper`` lower
     carry_z: float = 0.0  # eef height while carrying, fixed when the lift starts
 
     def reset(self) -> None:
         self.side, self.phase, self.counter, self.last_width, self.retries = None, "approach", 0, 1.0, 0
+        self.last_eef, self.banned = None, []
 
     # ---- geometry -------------------------------------------------------------------------------
     def choose_side(self, s: SceneState) -> np.ndarray:
@@ -155,6 +158,8 @@ class PickPlaceExpert:
         for k in range(p.candidate_sides):
             a = 2 * np.pi * k / p.candidate_sides
             d = np.array([np.cos(a), np.sin(a), 0.0])
+            if any(d @ b > np.cos(np.radians(50)) for b in self.banned):
+                continue
             outer = s.target_pos[:2] + (p.rim_radius + 0.04) * d[:2]
             clear = np.min(np.linalg.norm(s.obstacles[:, :2] - outer, axis=1)) if len(s.obstacles) else 1.0
             reach = np.linalg.norm(outer - np.asarray(p.reach_center))
@@ -217,6 +222,14 @@ class PickPlaceExpert:
         err = target - s.eef_pos
         if np.linalg.norm(err[:2]) < 0.01 and abs(err[2]) < 0.03 and abs(self.rotation_action(s)[2]) < 0.2:
             self._goto("descend")
+        # stuck short of the target (joint limit with the fingers turned this way): try another side
+        moved = np.linalg.norm(s.eef_pos - self.last_eef) if self.last_eef is not None else 1.0
+        self.last_eef = s.eef_pos.copy()
+        self.counter = self.counter + 1 if moved < 0.002 else 0
+        if self.counter >= 8:
+            self.banned.append(self.side)
+            self.side = self.choose_side(s)
+            self.counter = 0
         return self.move(s, target, OPEN)
 
     def _descend(self, s):
