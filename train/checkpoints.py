@@ -99,6 +99,8 @@ def resume_state(resume: str | None, out: Path, policy, opt, sched, device) -> d
     from policy.checkpoint import read_checkpoint
 
     path = find_resume(resume, out)
+    for stale in ckpt_dir(out).glob(".*.tmp"):  # left by a process killed mid-write (SIGKILL skips cleanup)
+        stale.unlink(missing_ok=True)
     if path is None:
         return {"step": 0}
     ckpt = read_checkpoint(path)

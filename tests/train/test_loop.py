@@ -160,3 +160,45 @@ def test_two_files_each_get_a_cache_and_their_own_text_feature(tmp_path):
     text = data.policy.encode_text([data.files[f].instruction for f in table.file_idx])
     torch.testing.assert_close(batch["text_feat"], text, rtol=1e-5, atol=1e-6)
     assert set(table.file_idx.tolist()) == {0, 1}
+
+
+def test_sigkill_during_training_leaves_a_loadable_last_and_resumes(tmp_path, data_file):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from policy.checkpoint import load_policy
+
+    out = tmp_path / "run"
+    args = ["train", "--config", "configs/tiny.yaml", "--out", str(out), "--data", str(data_file),
+            "train.max_steps=100000", "train.save_every=1", "train.log_every=1", "train.val_every=0",
+            "train.keep_last=0"]
+    proc = subprocess.Popen([sys.executable, "-m", "vla_flow", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    try:
+        deadline = time.time() + 300  # process start can take a minute on a loaded machine
+        while not (out / "checkpoints" / "step_5.pt").exists() and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGKILL)  # no cleanup at all, possibly mid-write
+        proc.wait()
+    assert (out / "checkpoints" / "step_5.pt").exists(), "the trainer never reached step 5"
+    load_policy(out / "checkpoints" / "last.pt")
+
+    class Stop(Exception):
+        pass
+
+    seen = []
+
+    def stop_after_two(step):
+        seen.append(step)
+        if len(seen) == 2:
+            raise Stop
+
+    with pytest.raises(Stop):
+        train(tiny("train.max_steps=100000", "train.save_every=1", "train.log_every=1", "train.val_every=0"),
+              out, [str(data_file)], resume="auto", on_step=stop_after_two)
+    steps = [int(r["step"]) for r in read_metrics(out / "metrics.csv")]
+    assert seen[0] >= 6 and steps == list(range(1, seen[-1] + 1))  # resumed from last.pt, no gap, no duplicate
+    assert not list((out / "checkpoints").glob(".*.tmp"))
