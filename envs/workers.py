@@ -24,6 +24,9 @@ from multiprocessing.connection import Connection
 from typing import Any, Optional
 
 
+VIDEO_CAMERA = "agentview"  # the camera videos show; a frame-only step renders just this one
+
+
 class WorkerError(RuntimeError):
     """A worker call failed. ``kind``: ``error`` (env raised; message is the traceback), ``died`` (the
     process exited) or ``timeout`` (no answer within the call timeout; the process was killed)."""
@@ -59,7 +62,7 @@ class _WorkerState:
     step: int = 0
     attempt: int = 0
     init_state: Optional[int] = None
-    render: bool = True  # the render switch: False -> cameras return blank frames without rendering
+    render: Any = True  # the render switch: True (all cameras), False (none: blank frames) or a set of names
     settle_left: int = -1  # during a reset: raw env steps until the last settle step (which renders)
 
 
@@ -78,7 +81,8 @@ def _install_render_switch(state: _WorkerState) -> None:
     original = sim.render
 
     def render(*args, **kwargs):
-        if state.render:
+        on = state.render
+        if on is True or (on and kwargs.get("camera_name") in on):
             return original(*args, **kwargs)
         h, w = kwargs.get("height", 1), kwargs.get("width", 1)
         blank = np.zeros((h, w, 3), dtype=np.uint8)
@@ -124,14 +128,17 @@ def _build_env(state: _WorkerState, env_cfg: dict) -> None:
 
 
 def _pack(obs, success: bool, info: dict, want_obs: bool, want_frame: bool) -> dict:
-    """Observation -> what the main process needs: policy inputs only when the policy is queried."""
+    """Observation -> what the main process needs: policy inputs only when the policy is queried, the
+    agentview frame (224, 224, 3) right side up when a video frame is kept."""
+    from envs import conventions as C
     from envs.libero import policy_inputs
 
-    out: dict = {"success": bool(success), "info": info}
-    if want_obs or want_frame:
-        inputs = policy_inputs(obs)
-        out["inputs"] = inputs if want_obs else None
-        out["frame"] = inputs["image"] if want_frame else None
+    out: dict = {"success": bool(success), "info": info, "inputs": None, "frame": None}
+    if want_obs:
+        out["inputs"] = policy_inputs(obs)
+        out["frame"] = out["inputs"]["image"] if want_frame else None
+    elif want_frame:
+        out["frame"] = C.to_policy_image(obs[C.OBS_AGENTVIEW])
     return out
 
 
@@ -172,7 +179,7 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
     if cmd == "step":
         state.step += 1
         _maybe_fault(faults, state)
-        state.render = bool(p["want_obs"] or p["want_frame"])
+        state.render = True if p["want_obs"] else ({VIDEO_CAMERA} if p["want_frame"] else False)
         obs, success, info = state.env.step(p["action"])
         state.render = True
         return _pack(obs, success, info, p["want_obs"], p["want_frame"])

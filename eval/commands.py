@@ -1,7 +1,8 @@
 """``vla-flow eval``: closed-loop evaluation of a checkpoint in LIBERO (see eval/evaluate.py).
 
 Imports nothing heavy at module level. Flags override the YAML config (``--config``: an experiment file
-with an ``eval:`` section, or a file holding only EvalConfig keys). Every argument is checked before any
+with ``eval:`` and ``env:`` sections, or a file holding only EvalConfig keys) and its dotted ``KEY=VALUE``
+overrides. With an experiment file and no task list, the experiment's own ``env.task`` is evaluated. Every argument is checked before any
 simulator worker starts; a bad one exits 2 with a message that names it.
 """
 from __future__ import annotations
@@ -35,6 +36,8 @@ def register(subparsers) -> None:
     p.add_argument("--save-actions", dest="save_actions", action="store_true", default=None,
                    help="also save each episode's executed actions (DIR/actions/*.npy)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar / summary")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides of the --config file, e.g. eval.workers=1 env.render.fast=true")
     p.set_defaults(func=run)
 
 
@@ -49,12 +52,15 @@ def build_configs(args: argparse.Namespace):
     from vla_flow import config as cfgmod
 
     data, env_data = {}, {}
-    if args.config:
-        raw = cfgmod.read_yaml(cfgmod.resolve_config_path(args.config))
-        if "eval" in raw or "env" in raw:
-            data, env_data = dict(raw.get("eval") or {}), dict(raw.get("env") or {})
-        else:
-            data = raw
+    raw = cfgmod.read_yaml(cfgmod.resolve_config_path(args.config)) if args.config else {}
+    experiment = "eval" in raw or "env" in raw or not args.config
+    raw = cfgmod.apply_overrides(raw, list(getattr(args, "overrides", None) or []))
+    if experiment:  # an experiment file: its eval and env sections (other sections are other stages')
+        data, env_data = dict(raw.get("eval") or {}), dict(raw.get("env") or {})
+        if "tasks" not in data and "task" in env_data and getattr(args, "tasks", None) is None:
+            data["tasks"] = _task_index(env_data.get("suite", data.get("suite", "libero_spatial")), env_data["task"])
+    else:
+        data = raw
     for key in FLAG_KEYS:
         value = getattr(args, key, None)
         if value is not None:
@@ -69,6 +75,15 @@ def build_configs(args: argparse.Namespace):
     env_data.update({"suite": cfg.suite, "task": 0})
     env_cfg = cfgmod.from_dict(EnvConfig, env_data, prefix="env")
     return cfg, env_cfg
+
+
+def _task_index(suite: str, task) -> list[int]:
+    """The experiment's training task (index or name) as the default task list to evaluate."""
+    if isinstance(task, int):
+        return [task]
+    from envs.libero import resolve_task
+
+    return [resolve_task(suite, task).index]
 
 
 def run(args: argparse.Namespace) -> int:
