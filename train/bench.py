@@ -59,8 +59,11 @@ def bench_train(cfg=None, device: str = "cpu", quick: bool = False, batch: int =
     from vla_flow.experiment import load_experiment
 
     exp = cfg or load_experiment("single_task_overfit", ["policy.vision.pretrained=none"])
+    if workdir is None:  # a temp folder, removed afterwards (data, caches, runs)
+        with tempfile.TemporaryDirectory(prefix="vla_flow_bench_train_") as tmp:
+            return bench_train(exp, device, quick, batch, tmp, threads_per_process)
     threads = threads_per_process
-    work = Path(workdir or tempfile.mkdtemp(prefix="vla_flow_bench_train_"))
+    work = Path(workdir)
     n_demos, length = 4, batch // 4 + 2  # >= one batch of frames (steps wrap over epochs)
     data = write_demo_file(work / "bench_demo.hdf5", n_demos=n_demos, length=length, image_size=128)
     cfg_path = work / "bench.yaml"
