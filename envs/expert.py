@@ -171,24 +171,22 @@ class PickPlaceExpert:
         return best
 
     def grasp_point(self, s: SceneState) -> np.ndarray:
-        """Grip-site target that puts the finger pads on the wall at ``side``.
-
-        With the target's collision geoms known: the upper wall segment farthest along ``side`` (its
-        centre is where the pads should close; that follows a tilted bowl, e.g. one leaning on the
-        ramekin). Otherwise a point in the bowl's frame from ``rim_radius`` and ``grasp_depth``.
-        """
+        """Grip-site target on the wall at ``side``, in the bowl's frame (a bowl leaning on the ramekin has
+        its rim higher or lower on that side). A leaning bowl's wall slopes, so the pads close lower on
+        it, on the wall segment (collision geom) farthest along ``side``; they also close lower after each
+        missed grasp (``retry_deeper``)."""
         p = self.params
-        if len(s.target_geoms):
-            local = (s.target_geoms - s.target_pos) @ s.target_rot  # rows: geom centres, bowl frame
-            upper = s.target_geoms[local[:, 2] > 0.6 * local[:, 2].max()]
-            seg = upper[np.argmax((upper - s.target_pos)[:, :2] @ self.side[:2])]
-            tilted = s.target_rot[2, 2] < np.cos(np.radians(5.0))  # leaning bowl: start 2 retries deep
-            deeper = self.params.retry_deeper * min(self.retries + 2 * tilted, 3)
-            return seg - np.array([0.0, 0.0, PAD_ABOVE_SITE + deeper])
         radial = s.target_rot.T @ self.side
         radial[2] = 0.0
         radial /= max(np.linalg.norm(radial), 1e-9)
-        local = p.rim_radius * radial + np.array([0.0, 0.0, p.bowl_height - p.grasp_depth])
+        tilted = s.target_rot[2, 2] < np.cos(np.radians(5.0))
+        deeper = p.retry_deeper * min(self.retries + 2 * tilted, 3)
+        if tilted and len(s.target_geoms):  # measured: closing on the wall segment itself works better
+            local = (s.target_geoms - s.target_pos) @ s.target_rot  # geom centres in the bowl frame
+            upper = s.target_geoms[local[:, 2] > 0.6 * local[:, 2].max()]
+            seg = upper[np.argmax((upper - s.target_pos)[:, :2] @ self.side[:2])]
+            return seg - np.array([0.0, 0.0, PAD_ABOVE_SITE + deeper])
+        local = p.rim_radius * radial + np.array([0.0, 0.0, p.bowl_height - p.grasp_depth - deeper])
         return s.target_pos + s.target_rot @ local
 
     def rotation_action(self, s: SceneState) -> np.ndarray:
