@@ -33,6 +33,7 @@ UNSOLVABLE_IN_THIS_BUILD: dict[int, str] = {}
 POS_SCALE = 0.05  # metres of setpoint motion per unit of OSC_POSE position action
 ROT_SCALE = 0.5  # radians of setpoint rotation per unit of OSC_POSE rotation action
 OPEN, CLOSE = -1.0, 1.0
+TILTED_DEG = 2.0  # a bowl tilted more than this rests on something (ramekin, box edge)
 PAD_ABOVE_SITE = 0.008  # the Panda finger pads' centre sits this far above robosuite's grip site (m)
 MIN_GRASP_WIDTH = 0.006  # finger opening (m) below which the fingers closed on nothing
 
@@ -179,7 +180,7 @@ class PickPlaceExpert:
         radial = s.target_rot.T @ self.side
         radial[2] = 0.0
         radial /= max(np.linalg.norm(radial), 1e-9)
-        tilted = s.target_rot[2, 2] < np.cos(np.radians(5.0))
+        tilted = s.target_rot[2, 2] < np.cos(np.radians(TILTED_DEG))
         deeper = p.retry_deeper * min(self.retries + 2 * tilted, 3)
         if tilted and len(s.target_geoms):  # measured: closing on the wall segment itself works better
             local = (s.target_geoms - s.target_pos) @ s.target_rot  # geom centres in the bowl frame

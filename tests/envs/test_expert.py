@@ -83,7 +83,7 @@ def test_expert_succeeds_in_the_simulator(physics_env_factory, task, init_states
     for k in init_states:
         result = run_episode(env, expert, EpisodePlan(0, k, k), record=False)
         assert result["success"], f"task {task} init state {k}: failed in phase {expert.phase}"
-        assert result["steps"] <= 180
+        assert result["steps"] <= 210  # the cap (official demos: longest 193)
         assert env.check_success()  # LIBERO's own check agrees
 
 
