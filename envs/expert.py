@@ -109,7 +109,7 @@ class ExpertParams:
 
     rim_radius: float = 0.05  # grasp point: this far from the bowl's axis, on the wall
     bowl_height: float = 0.053
-    grasp_depth: float = 0.025  # grip site this far below the rim top (fallback without geoms)
+    grasp_depth: float = 0.025  # grip site this far below the rim top (upright bowls)
     hover: float = 0.06  # approach height above the grasp point
     carry_clearance: float = 0.10  # bowl bottom this far above the plate while carrying
     retry_deeper: float = 0.006  # after a missed grasp, grasp this much lower (a tilted bowl's wall slopes)
