@@ -136,12 +136,12 @@ def library_versions() -> dict:
 
 
 def write_run_json(out_dir: str | Path, meta: dict) -> dict:
-    """Write ``DIR/run.json``. On resume the checkpoint hash and suite must match the earlier run:
-    mixing two checkpoints in one table would make every comparison wrong."""
+    """Write ``DIR/run.json``. On resume the checkpoint hash, suite, step limit and actions per chunk must
+    match the earlier run: mixing them in one table would make every comparison wrong."""
     path = Path(out_dir) / "run.json"
     if path.exists():
         old = json.loads(path.read_text())
-        for k in ("checkpoint_sha256", "suite"):
+        for k in ("checkpoint_sha256", "suite", "max_steps", "n_action_steps"):
             if old.get(k) is not None and old.get(k) != meta.get(k):
                 raise UserError(f"{path}: this folder holds a run with {k}={old.get(k)!r}, not "
                                 f"{meta.get(k)!r}; use a new --out folder")
