@@ -39,6 +39,10 @@ class VisionConfig:
     # "pooled": the 512-D CLIP image embedding (seed design). "patch_tokens": the 196 patch tokens pooled by a
     # small trainable attention layer (a learned query cross-attending to them).
     image_feature: Literal["pooled", "patch_tokens"] = "pooled"
+    # patch_tokens only: average-pool the 14x14 token grid to patch_grid x patch_grid before anything else
+    # (7 -> 49 tokens: 4x less cache and attention-pool work; 14 keeps all 196 tokens). Part of the frozen
+    # feature, so the feature cache stores the pooled grid.
+    patch_grid: int = 14
     # Also feed the wrist camera through the same frozen image encoder.
     use_wrist_image: bool = False
     # Compute dtype of the frozen image encoder ("bfloat16" = autocast on CPU / CUDA).
@@ -49,6 +53,8 @@ class VisionConfig:
             raise ValueError("vision.model: empty; expected an open_clip model name such as ViT-B-16-quickgelu")
         if not self.pretrained:
             raise ValueError("vision.pretrained: empty; expected 'openai', 'none' or a path to a weights file")
+        if self.patch_grid not in (1, 2, 7, 14):
+            raise ValueError(f"vision.patch_grid: {self.patch_grid}; expected a divisor of 14 (1, 2, 7 or 14)")
 
 
 @dataclass

@@ -200,8 +200,9 @@ class FrozenClip(nn.Module):
         return (x - self.mean) / self.std
 
     @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, feature: str = "pooled") -> torch.Tensor:
-        """Frozen image features: "pooled" -> (B, 512) L2-normalized; "patch_tokens" -> (B, 196, width)."""
+    def encode_images(self, images: torch.Tensor, feature: str = "pooled", patch_grid: int = 14) -> torch.Tensor:
+        """Frozen image features: "pooled" -> (B, 512) L2-normalized; "patch_tokens" -> (B, G*G, width), the
+        14x14 token grid average-pooled to ``patch_grid`` G (14: all 196 tokens)."""
         x = self.preprocess(images)
         visual = self.clip.visual
         x = x.to(next(visual.parameters()).dtype)
@@ -209,7 +210,7 @@ class FrozenClip(nn.Module):
         if feature == "pooled":
             return nn.functional.normalize(pooled.float(), dim=-1)
         if feature == "patch_tokens":
-            return tokens.float()
+            return _pool_grid(tokens.float(), patch_grid)
         raise ValueError(f"image_feature: {feature!r}; expected 'pooled' or 'patch_tokens'")
 
     @torch.no_grad()
@@ -225,3 +226,15 @@ class FrozenClip(nn.Module):
             for text, feat in zip(new, feats):
                 self._text_cache[text] = feat
         return torch.stack([self._text_cache[t] for t in texts])
+
+
+def _pool_grid(tokens: torch.Tensor, grid: int) -> torch.Tensor:
+    """(B, S*S, W) row-major patch tokens -> (B, grid*grid, W) by average pooling the S x S grid."""
+    b, n, w = tokens.shape
+    side = int(round(n ** 0.5))
+    if grid == side:
+        return tokens
+    if side * side != n or side % grid:
+        raise ValueError(f"patch_grid {grid} does not divide the {side}x{side} token grid")
+    x = tokens.transpose(1, 2).reshape(b, w, side, side)
+    return nn.functional.avg_pool2d(x, side // grid).flatten(2).transpose(1, 2).contiguous()

@@ -150,7 +150,7 @@ class FlowPolicy(nn.Module):
         """Frozen features of (B, 224, 224, 3) images: pooled (B, 512) or patch tokens (B, 196, W).
         This is exactly what a feature cache stores and ``compute_loss`` accepts as ``image_feat``."""
         images = _check_images(_as_tensor(images, "images"), "images")
-        return self.encoder.encode_images(images, self.cfg.vision.image_feature)
+        return self.encoder.encode_images(images, self.cfg.vision.image_feature, self.cfg.vision.patch_grid)
 
     def encode_text(self, instructions: list[str]) -> torch.Tensor:
         """(B,) instructions -> (B, 512); each distinct string runs the text tower once (cached)."""
@@ -259,8 +259,8 @@ class FlowPolicy(nn.Module):
             x[k] for k in ("images", "instructions", "joints", "ee_pose", "gripper", "wrist", "noise"))
         sync()
         t1 = time.perf_counter()
-        image_feat = self.encoder.encode_images(images, self.cfg.vision.image_feature)
-        wrist_feat = None if wrist is None else self.encoder.encode_images(wrist, self.cfg.vision.image_feature)
+        image_feat = self.encode_images(images)
+        wrist_feat = None if wrist is None else self.encode_images(wrist)
         text_feat = self.encode_text(instructions)
         sync()
         t2 = time.perf_counter()

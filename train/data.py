@@ -119,6 +119,8 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
     policy = _policy(exp.policy, train, device)
     vision = exp.policy.vision
     encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{vision.dtype}"
+    if vision.image_feature == "patch_tokens":
+        encoder_name += f"|grid{vision.patch_grid}"
     image_feat, text_feat, infos = [], [], []
     for df in files:
         if cfg.features == "cached":

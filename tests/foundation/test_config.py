@@ -61,6 +61,7 @@ def test_bad_values_name_the_key(data, message):
 def test_overrides_parse_yaml_scalars_and_create_sections(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("name: base\ninner:\n  lr: 0.5\n")
+    assert cfg.load(Outer, path, ["inner.lr=1e-3"]).inner.lr == 1e-3  # YAML 1.1 reads 1e-3 as a string
     out = cfg.load(Outer, path, ["inner.steps=3", "flow_steps=[1,2,5]", "limit=null", "task=7"])
     assert (out.name, out.inner.lr, out.inner.steps, out.flow_steps, out.limit, out.task) == (
         "base", 0.5, 3, [1, 2, 5], None, 7)

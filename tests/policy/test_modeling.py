@@ -215,3 +215,18 @@ def test_hoisted_sampler_equals_forward(chunk_policy):
     for k in range(5):
         t = torch.full((3,), k / 5)
         torch.testing.assert_close(fast(x, t), head(x, t, cond), rtol=1e-5, atol=1e-5)
+
+
+def test_patch_grid_average_pools_the_token_grid():
+    """patch_grid=7 gives 49 tokens, each the mean of a 2x2 block of the 14x14 grid (row-major)."""
+    full = make_policy(vision=dict(image_feature="patch_tokens"))
+    pooled = make_policy(vision=dict(image_feature="patch_tokens", patch_grid=7))
+    images = inputs(2)["images"]
+    t14 = full.encode_images(images)
+    t7 = pooled.encode_images(images)
+    assert t14.shape[1] == 196 and t7.shape == (2, 49, t14.shape[2])
+    grid = t14.view(2, 14, 14, -1)
+    block = grid[:, 2:4, 4:6].mean(dim=(1, 2))  # pooled cell (row 1, col 2)
+    torch.testing.assert_close(t7[:, 1 * 7 + 2], block, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="patch_grid"):
+        VisionConfig(patch_grid=5)
