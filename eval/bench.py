@@ -5,13 +5,13 @@ another in one process, so the machine's load is as equal as it can be:
 
 - ``naive``: one env in the main process, one episode after another, every camera rendered every step,
   one observation per policy call (OpenVLA ``run_libero_eval.py``, openpi ``examples/libero/main.py``);
-- ``harness`` with 1 and with 2 workers: spawned workers, cameras rendered only on observed steps, one
-  fixed-shape policy call per loop turn (``batch_size`` = workers).
+- ``harness`` with 1 and with 2 workers: spawned workers, cameras rendered only on observed steps, policy
+  calls of a fixed shape (``batch_size`` 1, and 2 = one call for both workers).
 
 Besides episodes/min each row reports the harness overhead (main-process time spent neither in policy
 calls nor blocked on a worker, over the run's wall time) and whether its action traces equal the naive
-loop's bit for bit (expected with 1 worker, whose policy calls have the naive loop's shape; with 2 workers
-the calls are padded to 2 rows, which changes last bits, see ``PolicyCaller``).
+loop's bit for bit (expected with batch_size 1, whose calls have the naive loop's shape; calls padded to 2
+rows change last bits, see ``PolicyCaller``).
 """
 from __future__ import annotations
 
@@ -107,18 +107,19 @@ def bench_eval(cfg=None, quick: bool = False) -> list[dict]:
     settings = RolloutSettings(env_cfg=to_dict(env_cfg), max_steps=max_steps, n_action_steps=n_act, horizon=horizon)
     model = pcfg.vision.model
     base, wall = naive_loop(policy, keys, env_cfg, task.language, max_steps, n_act, horizon)
-    rows = [_row("naive", 1, keys, wall, None, True, model, max_steps)]
-    for workers in (1, 2):  # batch_size = workers: 1 worker makes the same calls as the naive loop
-        traces, wall, timers = harness(policy, keys, env_cfg, task.language, settings, workers, workers)
+    rows = [_row("naive", 1, 1, keys, wall, None, True, model, max_steps)]
+    for workers, batch in ((1, 1), (2, 1), (2, 2)):  # batch 1 makes the naive loop's policy calls
+        traces, wall, timers = harness(policy, keys, env_cfg, task.language, settings, workers, batch)
         same = all(np.array_equal(traces[k], base[k]) for k in keys)
-        rows.append(_row("harness", workers, keys, wall, timers, same, model, max_steps))
+        rows.append(_row("harness", workers, batch, keys, wall, timers, same, model, max_steps))
     return rows
 
 
-def _row(name, workers, keys, wall, timers, same, model, max_steps) -> dict:
+def _row(name, workers, batch, keys, wall, timers, same, model, max_steps) -> dict:
     overhead = float("nan")
     if timers:
         overhead = max(0.0, timers["total_s"] - timers["policy_s"] - timers["wait_s"]) / timers["total_s"]
     return {"harness": name, "workers": workers, "episodes": len(keys), "episodes_per_min": 60 * len(keys) / wall,
+            "batch_size": batch,
             "wall_s": round(wall, 1), "overhead_frac": round(overhead, 4), "same_actions_as_naive": same,
             "policy": model, "max_steps": max_steps}
