@@ -37,13 +37,15 @@ def _stage_rows(stage: str, args: argparse.Namespace):
     cfg = load_experiment(args.config) if args.config else None
     if stage == "env":
         from envs.bench import bench_env
-        rows = bench_env(cfg=cfg, quick=args.quick)
+        env = cfg.env if cfg is not None else None
+        rows = bench_env(task=env.task if env else 0, suite=env.suite if env else "libero_spatial",
+                         steps=20 if args.quick else 100, block=5 if args.quick else 10)
     elif stage == "demos":
         from envs.demos import bench_demos
         rows = bench_demos(cfg=cfg, quick=args.quick)
     elif stage == "policy":
         from policy.bench import bench_policy
-        rows = bench_policy(cfg=cfg, device=args.device, quick=args.quick)
+        rows = bench_policy(cfg=cfg.policy if cfg is not None else None, device=args.device, quick=args.quick)
     elif stage == "train":
         from train.bench import bench_train
         rows = bench_train(cfg=cfg, device=args.device, quick=args.quick)

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
     overrides = list(args.overrides)
     print(f"vla-flow quickstart: {cfg.name} on {cfg.env.suite} task {task.index} '{task.name}'")
     print(f"  config {cfg_path}; outputs under {out}")
-    if getattr(cfg.policy, "pretrained", None) == "none" or "none" in str(cfg.policy):
+    if cfg.policy.vision.pretrained == "none":
         print("  WARNING: CLIP encoders are RANDOM-INIT (no weights can be downloaded here); "
               "results are recorded as such in the checkpoint and the report.")
     timings = {}
@@ -71,7 +71,8 @@ def run(args: argparse.Namespace) -> int:
     timings["demos"] = _stage("demos", [
         "demos", "--suite", cfg.env.suite, "--task", str(task.index), "--episodes", str(cfg.demos.episodes),
         "--out", str(demo_dir), "--workers", str(cfg.demos.workers), "--layouts", cfg.demos.layouts,
-        "--seed", str(cfg.demos.seed), "--first-init-state", str(cfg.demos.first_init_state)])
+        "--seed", str(cfg.demos.seed), "--first-init-state", str(cfg.demos.first_init_state),
+        *(["--fast-render"] if cfg.env.render.fast else [])])
     data = sorted(demo_dir.glob("*_demo.hdf5"))
     if not data:
         raise UserError(f"no demonstration file was written under {demo_dir}")
