@@ -169,6 +169,9 @@ class PickPlaceExpert:
             score = min(clear, 0.12) - 0.1 * reach - 0.5 * lean
             if score > best_score:
                 best, best_score = d, score
+        if best is None:  # every side was tried and banned: start over rather than crash
+            self.banned.clear()
+            return self.choose_side(s)
         return best
 
     def grasp_point(self, s: SceneState) -> np.ndarray:
