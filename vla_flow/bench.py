@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     tables = {}
     for stage in stages:
         print(f"== bench {stage}", flush=True)
-        tables[stage] = _stage_rows(stage, args)
+        tables[stage] = _stage_rows(stage, args) if len(stages) == 1 else _stage_in_subprocess(stage, args)
         print(tables[stage].to_string(index=False), flush=True)
     table = tables[stages[0]] if len(stages) == 1 else pd.concat(
         [to_uniform(stage, df) for stage, df in tables.items()], ignore_index=True)
@@ -76,6 +76,28 @@ def run(args: argparse.Namespace) -> int:
             table.to_csv(tmp, index=False)
         print(f"wrote {args.csv}")
     return 0
+
+
+def _stage_in_subprocess(stage: str, args: argparse.Namespace):
+    """``bench all``: each stage in a fresh process, so one stage's GL contexts, threads and allocator
+    state never touch the next one's figures (and a simulator crash names its stage)."""
+    import subprocess
+    import sys
+    import tempfile
+
+    import pandas as pd
+
+    from vla_flow.errors import UserError
+
+    with tempfile.TemporaryDirectory() as tmp:
+        csv = Path(tmp) / f"{stage}.csv"
+        argv = [sys.executable, "-m", "vla_flow", "bench", stage, "--csv", str(csv), "--device", args.device]
+        argv += (["--config", args.config] if args.config else []) + (["--quick"] if args.quick else [])
+        proc = subprocess.run(argv, stdout=subprocess.DEVNULL)
+        if proc.returncode != 0 or not csv.is_file():
+            raise UserError(f"bench {stage} failed (exit {proc.returncode}); run `vla-flow bench {stage}` "
+                            "alone to see why")
+        return pd.read_csv(csv)
 
 
 def to_uniform(stage: str, df):
@@ -109,7 +131,8 @@ def to_uniform(stage: str, df):
     elif stage == "eval":
         first = df.iloc[0]
         for _, r in df.iterrows():
-            add(f"eval {r['harness']}, {r['workers']} worker(s)", r["episodes_per_min"], "episodes/min",
+            batch = f", batch {r['batch_size']}" if "batch_size" in r else ""
+            add(f"eval {r['harness']}, {r['workers']} worker(s){batch}", r["episodes_per_min"], "episodes/min",
                 f"{first['harness']}", first["episodes_per_min"])
     return pd.DataFrame(rows)
 
