@@ -26,8 +26,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-# Tasks of libero_spatial (by index) that the expert cannot solve in this build, with the reason.
-# Filled from measured evidence (see the README's expert table); every caller prints a loud warning.
+# Tasks of libero_spatial (by index) that the expert cannot solve in this build, with the reason; every
+# caller prints a loud warning. Empty, measured: tasks 5 (bowl on the ramekin, 45/50) and 7 (bowl on the
+# stove, 50/50) ARE solvable with MuJoCo 3.3.2 (installed). An earlier probe failed them under MuJoCo 2.3.7
+# / 3.17; under 3.17 the task-5 bowl drifts 17 mm and tilts 51 deg while settling (envs/settle_check.py),
+# under 3.2.3 and 3.3.2 it settles leaning 16 deg on the ramekin, which the expert grasps lower.
 UNSOLVABLE_IN_THIS_BUILD: dict[int, str] = {}
 
 POS_SCALE = 0.05  # metres of setpoint motion per unit of OSC_POSE position action
