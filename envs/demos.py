@@ -132,7 +132,15 @@ def _worker_init(env_cfg: dict) -> None:
 
 
 def _worker_run(plan: EpisodePlan, record: bool) -> dict:
-    return run_episode(_WORKER["env"], _WORKER["expert"], plan, record)
+    """One episode; an exception inside it (expert or simulator) ends that episode, not the whole run: it
+    comes back as an unsuccessful result carrying the traceback, which the main process prints."""
+    import traceback
+
+    try:
+        return run_episode(_WORKER["env"], _WORKER["expert"], plan, record)
+    except Exception:
+        return {"index": plan.index, "init_state": plan.init_state, "seed": plan.seed, "success": False,
+                "steps": 0, "wall_s": 0.0, "error": traceback.format_exc()}
 
 
 # ------------------------------------------------------------------------------------ HDF5 writing
@@ -306,6 +314,8 @@ def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record
             with tqdm(total=len(plans), desc="episodes", unit="ep") as bar:
                 for fut in as_completed(futures):
                     result = fut.result()
+                    if result.get("error"):
+                        tqdm.write(f"episode {result['index']} raised (kept as a failure):\n{result['error']}")
                     on_result(result)
                     bar.update(1)
                     bar.set_postfix(ok=result["success"], steps=result["steps"])
