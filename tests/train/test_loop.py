@@ -156,7 +156,8 @@ def test_two_files_each_get_a_cache_and_their_own_text_feature(tmp_path):
     batch = data.gather(table, np.arange(len(table)), 0, "cpu")
     images = np.stack([policy_image(data.files[f], d, t) for f, d, t in zip(table.file_idx, table.demo_idx, table.t)])
     expect = data.policy.encode_images(torch.from_numpy(images))
-    torch.testing.assert_close(batch["image_feat"], expect, rtol=1e-4, atol=1e-5)  # right row of the right file
+    # the cache stores float16 (train/features.py): right row of the right file, to float16 precision
+    torch.testing.assert_close(batch["image_feat"].float(), expect.half().float(), rtol=1e-3, atol=1e-3)
     text = data.policy.encode_text([data.files[f].instruction for f in table.file_idx])
     torch.testing.assert_close(batch["text_feat"], text, rtol=1e-5, atol=1e-6)
     assert set(table.file_idx.tolist()) == {0, 1}
