@@ -133,7 +133,7 @@ def _worker_init(env_cfg: dict) -> None:
 
 def _worker_run(plan: EpisodePlan, record: bool) -> dict:
     """One episode; an exception inside it (expert or simulator) ends that episode, not the whole run: it
-    comes back as an unsuccessful result carrying the traceback, which the main process prints."""
+    comes back with its traceback as an *error* (printed, not recorded as a failure, retried by a rerun)."""
     import traceback
 
     try:
@@ -315,7 +315,8 @@ def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record
                 for fut in as_completed(futures):
                     result = fut.result()
                     if result.get("error"):
-                        tqdm.write(f"episode {result['index']} raised (kept as a failure):\n{result['error']}")
+                        tqdm.write(f"episode {result['index']} raised an error (not a failure; a rerun retries it):\n"
+                                   f"{result['error']}")
                     on_result(result)
                     bar.update(1)
                     bar.set_postfix(ok=result["success"], steps=result["steps"])
@@ -355,7 +356,7 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
     results: list[dict] = []
 
     def on_result(result: dict) -> None:
-        if record:
+        if record and not result.get("error"):  # an error is not a failure: leave it for a rerun
             write_part(parts, result, render)
         result.pop("arrays", None)
         results.append(result)

@@ -149,3 +149,19 @@ def test_truncated_and_incomplete_files_give_clear_errors(generated, tmp_path):
         open_demo_file(missing)
     assert main(["demos", "--inspect", str(truncated)]) == 2
     assert main(["demos", "--inspect", str(path)]) == 0
+
+
+def test_an_exception_inside_an_episode_is_an_error_not_a_crash(monkeypatch):
+    """A simulator/expert exception ends that episode only, comes back with its traceback, and is not
+    recorded as a failure (so a rerun retries it)."""
+    from envs import demos
+
+    class ExplodingEnv:
+        def reset(self, **kwargs):
+            raise RuntimeError("simulator exploded")
+
+    monkeypatch.setitem(demos._WORKER, "env", ExplodingEnv())
+    monkeypatch.setitem(demos._WORKER, "expert", None)
+    result = demos._worker_run(demos.EpisodePlan(index=3, init_state=None, seed=3), True)
+    assert result["success"] is False and result["index"] == 3
+    assert "simulator exploded" in result["error"] and "Traceback" in result["error"]
