@@ -2,14 +2,15 @@
 
 The four envs are built first, then stepped in interleaved blocks (round robin), so a machine shared
 with other jobs slows every mode alike and the ratios stay meaningful. ``vla-flow bench env`` calls
-``bench_env``; ``python -m envs.bench`` runs it directly.
+``bench_env``; ``python -m envs.bench`` runs it directly. ``bench_demos`` (``vla-flow bench demos``) measures
+scripted-demo generation with 1 vs 2 worker processes.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import time
-from typing import Union
+from typing import Optional, Union
 
 import numpy as np
 
@@ -91,6 +92,30 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(row))
     return 0
 
+
+
+def bench_demos(workers_list=(1, 2), episodes: Optional[int] = None, cfg=None, quick: bool = False,
+                out_dir: Optional[str] = None) -> list[dict]:
+    """Demo-generation throughput: rows ``{workers, episodes, steps_per_s}``.
+
+    Each worker count runs ``episodes`` episodes *per worker* (default 3, 1 with ``quick``) of the
+    experiment's task (``cfg``: an ExperimentConfig, default libero_spatial task 0) with cameras on, as
+    ``vla-flow demos`` does; wall time includes worker start-up and env creation, as a user sees it.
+    Files go to a temporary folder that is removed afterwards.
+    """
+    import tempfile
+
+    from envs.config import DemoConfig, EnvConfig
+    from envs.demos import generate_demos
+
+    per_worker = episodes or (1 if quick else 3)
+    env_cfg = cfg.env if cfg is not None else EnvConfig(reset="soft")
+    rows = []
+    for w in workers_list:
+        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
+            rep = generate_demos(DemoConfig(episodes=per_worker * w, workers=w), env_cfg, tmp)
+            rows.append({"workers": w, "episodes": rep.tried, "steps_per_s": round(rep.steps_per_s, 2)})
+    return rows
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -381,24 +381,3 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
                             path=str(out) if record else "(dry run: nothing written)", skipped=len(done),
                             failures=sorted((r["index"], r["init_state"], r["seed"]) for r in results
                                             if not r["success"]))
-
-
-def bench_demos(workers_list=(1, 2), episodes: Optional[int] = None, cfg=None, quick: bool = False,
-                out_dir: Optional[str] = None) -> list[dict]:
-    """Demo-generation throughput: rows ``{workers, episodes, steps_per_s}``.
-
-    Each worker count runs ``episodes`` episodes *per worker* (default 3, 1 with ``quick``) of the
-    experiment's task (``cfg``: an ExperimentConfig, default libero_spatial task 0) with cameras on, as
-    ``vla-flow demos`` does; wall time includes worker start-up and env creation, as a user sees it.
-    Files go to a temporary folder that is removed afterwards.
-    """
-    import tempfile
-
-    per_worker = episodes or (1 if quick else 3)
-    env_cfg = cfg.env if cfg is not None else EnvConfig(reset="soft")
-    rows = []
-    for w in workers_list:
-        with tempfile.TemporaryDirectory(dir=out_dir) as tmp:
-            rep = generate_demos(DemoConfig(episodes=per_worker * w, workers=w), env_cfg, tmp)
-            rows.append({"workers": w, "episodes": rep.tried, "steps_per_s": round(rep.steps_per_s, 2)})
-    return rows

@@ -6,7 +6,7 @@ it. ``bench all`` runs every stage's benchmark and prints one table with a unifo
     stage, measure, value, unit, baseline, baseline_value, ratio
 
 The stage benchmarks themselves live beside the code they measure (``envs/bench.py``,
-``envs/demos.py``, ``policy/bench.py``, ``train/bench.py``, ``eval/bench.py``); this module only calls them
+``policy/bench.py``, ``train/bench.py``, ``eval/bench.py``); this module only calls them
 and formats their rows.
 """
 from __future__ import annotations
@@ -41,7 +41,7 @@ def _stage_rows(stage: str, args: argparse.Namespace):
         rows = bench_env(task=env.task if env else 0, suite=env.suite if env else "libero_spatial",
                          steps=20 if args.quick else 100, block=5 if args.quick else 10)
     elif stage == "demos":
-        from envs.demos import bench_demos
+        from envs.bench import bench_demos
         rows = bench_demos(cfg=cfg, quick=args.quick)
     elif stage == "policy":
         from policy.bench import bench_policy
