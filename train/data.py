@@ -3,7 +3,9 @@ and ``gather(table, rows)`` -> a ``compute_loss`` batch, from cached features or
 
 Batch (B rows, H = policy chunk_size): ``image_feat (B, D)`` (cached) or ``image (B, 224, 224, 3) uint8``
 (on the fly, optionally random-shifted), ``text_feat (B, 512)``, ``joints (B, 7)``, ``ee_pose (B, 7)``,
-``gripper (B, 2)``, ``actions (B, H, 7)`` raw, ``action_mask (B, H)``. The policy normalizes.
+``gripper (B, 2)``, ``actions (B, H, 7)`` raw, ``action_mask (B, H)``; with ``policy.vision.use_wrist_image``
+also ``wrist_feat (B, D)`` or ``wrist_image (B, 224, 224, 3)`` from the file's ``eye_in_hand_rgb`` frames (cached
+separately: the cache key holds the image key). The policy normalizes.
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ class TrainData:
     image_feat: torch.Tensor | None = None  # (sum of F_file, D) all files' frames, cached mode only
     file_offsets: np.ndarray | None = None  # (n_files,) first row of each file in image_feat
     cache_info: list[dict] = field(default_factory=list)
+    wrist_files: list[DemoFile] | None = None  # the same files opened on the wrist camera's key
+    wrist_feat: torch.Tensor | None = None  # (sum of F_file, D), cached mode with the wrist camera
 
     def gather(self, table: FrameTable, rows, step: int, device, augment: bool | None = None) -> dict:
         """The ``compute_loss`` batch for ``rows`` of ``table`` (train or val) at ``step``."""
@@ -48,14 +52,19 @@ class TrainData:
         if self.mode == "cached":
             idx = torch.from_numpy(self.file_offsets[fidx] + table.frame_in_file[rows])
             batch["image_feat"] = self.image_feat[idx].to(device)
+            if self.wrist_feat is not None:
+                batch["wrist_feat"] = self.wrist_feat[idx].to(device)
         else:
             aug = self.augment if augment is None else augment
-            images = [self._image(table, r, step, aug) for r in rows.tolist()]
+            images = [self._image(self.files, table, r, step, aug) for r in rows.tolist()]
             batch["image"] = torch.from_numpy(np.stack(images)).to(device)
+            if self.wrist_files is not None:
+                wrist = [self._image(self.wrist_files, table, r, step, aug) for r in rows.tolist()]
+                batch["wrist_image"] = torch.from_numpy(np.stack(wrist)).to(device)
         return batch
 
-    def _image(self, table: FrameTable, row: int, step: int, augment: bool) -> np.ndarray:
-        df = self.files[table.file_idx[row]]
+    def _image(self, files: list[DemoFile], table: FrameTable, row: int, step: int, augment: bool) -> np.ndarray:
+        df = files[table.file_idx[row]]
         img = C.to_policy_image(df.read_image(int(table.demo_idx[row]), int(table.t[row])))
         if not augment:
             return img
@@ -67,11 +76,13 @@ class TrainData:
 
     def predict(self, policy, batch: dict, num_flow_steps: int) -> torch.Tensor:
         """Raw actions (B, H, 7) from a gathered batch, Euler from ``batch['noise']`` (for validation MSE)."""
-        image_feat = batch.get("image_feat")
+        image_feat, wrist_feat = batch.get("image_feat"), batch.get("wrist_feat")
         if image_feat is None:
             image_feat = policy.encode_images(batch["image"])
+        if wrist_feat is None and "wrist_image" in batch:
+            wrist_feat = policy.encode_images(batch["wrist_image"])
         cond = policy.condition(image_feat, batch["text_feat"], batch["joints"], batch["ee_pose"],
-                                batch.get("gripper"))
+                                batch.get("gripper"), wrist_feat)
         return policy.sample_actions(cond, num_flow_steps, batch["noise"])
 
 
@@ -93,9 +104,6 @@ def _policy(pcfg, table: FrameTable, device):
     from policy.modeling import FlowPolicy
     from policy.normalize import compute_stats
 
-    if pcfg.vision.use_wrist_image:
-        raise UserError("policy.vision.use_wrist_image=true is not supported by `vla-flow train` yet "
-                        "(the feature cache holds one camera); set it to false")
     policy = FlowPolicy(pcfg)
     stats = compute_stats(table.actions, table.joints, table.ee_pose,
                           table.gripper if pcfg.use_gripper_state else None)
@@ -121,20 +129,33 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
     encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{vision.dtype}"
     if vision.image_feature == "patch_tokens":
         encoder_name += f"|grid{vision.patch_grid}"
-    image_feat, text_feat, infos = [], [], []
-    for df in files:
+    wrist_files = None
+    if vision.use_wrist_image:
+        if cfg.image_key == C.H5_WRIST:
+            raise UserError(f"train.image_key is already the wrist camera ({C.H5_WRIST}); with "
+                            "policy.vision.use_wrist_image=true set train.image_key=agentview_rgb")
+        wrist_files = [open_demo_file(p, C.H5_WRIST) for p in paths]
+    image_feat, wrist_feat, text_feat, infos = [], [], [], []
+
+    def cached(df):
+        img, txt, info = features.build_or_load(policy, df, encoder_name=encoder_name,
+                                                image_size=C.POLICY_IMAGE_SIZE, batch_size=cfg.cache_batch_size,
+                                                cache_dir=cfg.cache_dir, device=device)
+        infos.append(info)
+        return torch.from_numpy(img), torch.from_numpy(txt)
+
+    for i, df in enumerate(files):
         if cfg.features == "cached":
-            img, txt, info = features.build_or_load(policy, df, encoder_name=encoder_name,
-                                                    image_size=C.POLICY_IMAGE_SIZE,
-                                                    batch_size=cfg.cache_batch_size, cache_dir=cfg.cache_dir,
-                                                    device=device)
-            image_feat.append(torch.from_numpy(img))
-            text_feat.append(torch.from_numpy(txt))
-            infos.append(info)
+            img, txt = cached(df)
+            image_feat.append(img)
+            text_feat.append(txt)
+            if wrist_files is not None:
+                wrist_feat.append(cached(wrist_files[i])[0])
         else:
             text_feat.append(policy.encode_text([df.instruction])[0].float().cpu())
     offsets = np.cumsum([0] + [df.num_frames for df in files[:-1]]).astype(np.int64)
     return TrainData(policy=policy, policy_cfg=exp.policy, files=files, train=train,
                      val=val if len(val) else None, mode=cfg.features, augment=cfg.augment, seed=cfg.seed,
                      text_feat=torch.stack(text_feat), image_feat=torch.cat(image_feat) if image_feat else None,
-                     file_offsets=offsets, cache_info=infos)
+                     file_offsets=offsets, cache_info=infos, wrist_files=wrist_files,
+                     wrist_feat=torch.cat(wrist_feat) if wrist_feat else None)

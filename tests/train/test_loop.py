@@ -163,6 +163,26 @@ def test_two_files_each_get_a_cache_and_their_own_text_feature(tmp_path):
     assert set(table.file_idx.tolist()) == {0, 1}
 
 
+def test_wrist_camera_gets_its_own_cache_rows_and_matches_on_the_fly(tmp_path, data_file):
+    from train.data import load_train_data
+    from train.dataset import open_demo_file, policy_image
+
+    data = load_train_data(tiny("policy.vision.use_wrist_image=true"), [str(data_file)], torch.device("cpu"))
+    assert len(data.cache_info) == 2 and data.cache_info[0]["key"] != data.cache_info[1]["key"]
+    table = data.train
+    rows = np.arange(min(len(table), 8))
+    batch = data.gather(table, rows, 0, "cpu")
+    wrist = open_demo_file(data_file, "eye_in_hand_rgb")
+    images = np.stack([policy_image(wrist, d, t) for d, t in zip(table.demo_idx[rows], table.t[rows])])
+    expect = data.policy.encode_images(torch.from_numpy(images))
+    torch.testing.assert_close(batch["wrist_feat"].float(), expect.half().float(), rtol=1e-3, atol=1e-3)
+    assert not torch.allclose(batch["wrist_feat"], batch["image_feat"])  # the other camera, not a copy
+    args = ("policy.vision.use_wrist_image=true", "train.max_steps=3", "train.log_every=1", "train.val_every=0")
+    train(tiny(*args), tmp_path / "cached", [str(data_file)])
+    train(tiny(*args, "train.features=on_the_fly"), tmp_path / "fly", [str(data_file)])
+    np.testing.assert_allclose(losses(tmp_path / "fly"), losses(tmp_path / "cached"), rtol=1e-5)
+
+
 def test_sigkill_during_training_leaves_a_loadable_last_and_resumes(tmp_path, data_file):
     import signal
     import subprocess
