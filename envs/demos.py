@@ -121,7 +121,10 @@ def _to_arrays(rows: dict) -> dict:
 _WORKER: dict = {}
 
 
-def _worker_init(env_cfg: dict) -> None:
+def _worker_init(env_cfg: dict, parent_pid: int) -> None:
+    from envs.workers import die_with_parent
+
+    die_with_parent(parent_pid)
     os.environ.setdefault("MUJOCO_GL", "egl")
     from envs.libero import LiberoEnv
     from vla_flow.config import from_dict
@@ -308,7 +311,7 @@ def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record
 
     ctx = get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(to_dict(env_cfg),)) as pool:
+                             initargs=(to_dict(env_cfg), os.getpid())) as pool:
         futures = [pool.submit(_worker_run, p, record) for p in plans]
         try:
             with tqdm(total=len(plans), desc="episodes", unit="ep") as bar:

@@ -25,6 +25,28 @@ from typing import Any, Optional
 
 
 VIDEO_CAMERA = "agentview"  # the camera videos show; a frame-only step renders just this one
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
+
+
+def die_with_parent(parent_pid: int) -> None:
+    """Make this (spawned) worker die when the process that started it dies.
+
+    Why: a main process killed by SIGTERM/SIGKILL runs no cleanup, and a ``ProcessPoolExecutor`` worker
+    holds both ends of its call queue, so it never sees EOF and would simulate on as an orphan (seen
+    here: demo workers outliving their killed parent by minutes). Linux ``prctl(PR_SET_PDEATHSIG,
+    SIGKILL)``; elsewhere a no-op. ``parent_pid`` closes the race where the parent died before the call.
+    """
+    import ctypes
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent_pid:
+        os._exit(1)
 
 
 class WorkerError(RuntimeError):
@@ -186,8 +208,10 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
     raise ValueError(f"unknown worker command {cmd!r}")
 
 
-def worker_main(conn: Connection, faults: tuple = ()) -> None:
+def worker_main(conn: Connection, faults: tuple = (), parent_pid: int | None = None) -> None:
     """Entry point of a spawned worker: serve commands until ``close`` or the pipe closes."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's job; it closes us
     os.environ.setdefault("MUJOCO_GL", "egl")
     state = _WorkerState()
@@ -230,7 +254,7 @@ class EnvWorker:
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
-        self.proc = self._ctx.Process(target=worker_main, args=(child, self.faults),
+        self.proc = self._ctx.Process(target=worker_main, args=(child, self.faults, os.getpid()),
                                       name=f"libero-worker-{self.slot}", daemon=True)
         self.proc.start()
         child.close()
