@@ -287,20 +287,27 @@ class GenerationReport:
     path: str
     skipped: int = 0
     failures: list = None  # [(episode, init_state, seed)] of this run's failed episodes
+    errors: list = None  # [(episode, init_state, seed)] that raised (not failures; a rerun retries them)
 
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.wall_s if self.wall_s > 0 else 0.0
 
     def table(self) -> str:
-        rate = self.succeeded / self.tried if self.tried else float("nan")
-        head = f"{'task':<40} {'tried':>5} {'ok':>5} {'rate':>6} {'mean':>6} {'max':>5} {'wall_s':>7} {'steps/s':>7}"
-        row = (f"{self.task[:40]:<40} {self.tried:>5} {self.succeeded:>5} {rate:>6.1%} {self.mean_steps:>6.1f} "
-               f"{self.max_steps:>5} {self.wall_s:>7.1f} {self.steps_per_s:>7.1f}")
+        """Success rate over finished episodes: an episode that raised is an error, not a failure."""
+        n_err = len(self.errors or [])
+        done = self.tried - n_err
+        rate = self.succeeded / done if done else float("nan")
+        head = (f"{'task':<40} {'tried':>5} {'ok':>5} {'errors':>6} {'rate':>6} {'mean':>6} {'max':>5} "
+                f"{'wall_s':>7} {'steps/s':>7}")
+        row = (f"{self.task[:40]:<40} {self.tried:>5} {self.succeeded:>5} {n_err:>6} {rate:>6.1%} "
+               f"{self.mean_steps:>6.1f} {self.max_steps:>5} {self.wall_s:>7.1f} {self.steps_per_s:>7.1f}")
         tail = f"dataset: {self.path} ({self.num_demos} demos; {self.skipped} episodes were already done)"
         lines = [head, row, tail]
         if self.failures:
             lines.append("failed (episode, init state, seed): " + ", ".join(map(str, self.failures)))
+        if self.errors:
+            lines.append("errors, rerun to retry (episode, init state, seed): " + ", ".join(map(str, self.errors)))
         return "\n".join(lines)
 
 
@@ -383,4 +390,6 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
                             steps=sum(r["steps"] for r in results), num_demos=num,
                             path=str(out) if record else "(dry run: nothing written)", skipped=len(done),
                             failures=sorted((r["index"], r["init_state"], r["seed"]) for r in results
-                                            if not r["success"]))
+                                            if not r["success"] and not r.get("error")),
+                            errors=sorted((r["index"], r["init_state"], r["seed"]) for r in results
+                                          if r.get("error")))

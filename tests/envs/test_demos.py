@@ -165,3 +165,14 @@ def test_an_exception_inside_an_episode_is_an_error_not_a_crash(monkeypatch):
     result = demos._worker_run(demos.EpisodePlan(index=3, init_state=None, seed=3), True)
     assert result["success"] is False and result["index"] == 3
     assert "simulator exploded" in result["error"] and "Traceback" in result["error"]
+
+
+def test_table_counts_errors_apart_from_failures():
+    from envs.demos import GenerationReport
+
+    rep = GenerationReport(task="t", tried=5, succeeded=3, mean_steps=90.0, max_steps=100, wall_s=10.0, steps=450,
+                           num_demos=3, path="p", failures=[(1, 1, 1)], errors=[(4, 4, 4)])
+    head, row = rep.table().splitlines()[:2]
+    assert head.split()[:5] == ["task", "tried", "ok", "errors", "rate"]
+    assert row.split()[1:5] == ["5", "3", "1", "75.0%"]  # 3 of the 4 finished episodes
+    assert "errors, rerun to retry (episode, init state, seed): (4, 4, 4)" in rep.table()
