@@ -39,6 +39,7 @@ OPEN, CLOSE = -1.0, 1.0
 TILTED_DEG = 2.0  # a bowl tilted more than this rests on something (ramekin, box edge)
 PAD_ABOVE_SITE = 0.008  # the Panda finger pads' centre sits this far above robosuite's grip site (m)
 MIN_GRASP_WIDTH = 0.006  # finger opening (m) below which the fingers closed on nothing
+SUPPORT_MARGIN = 0.01  # objects whose top is below the bowl's bottom + this are not grasp obstacles
 
 _GOAL_RE = re.compile(r"\(:goal\s*\(\s*(?:And\s*)?\(\s*On\s+(\S+)\s+(\S+?)\s*\)", re.IGNORECASE)
 
@@ -66,7 +67,8 @@ class SceneState:
     eef_pos (3,), eef_rot (3, 3) rotation matrix, finger_axis (3,) unit vector from left to right finger,
     gripper_width: finger opening in metres, target_pos / place_pos (3,) body positions (the bowl's is its
     bottom centre), target_rot (3, 3) the bowl's orientation, obstacles (N, 3): positions of every other
-    object and fixture, target_geoms (G, 3): centres of the target's collision geoms (its wall segments).
+    object and fixture that rises above the bowl's bottom, target_geoms (G, 3): centres of the target's
+    collision geoms (its wall segments).
     """
 
     eef_pos: np.ndarray
@@ -78,6 +80,7 @@ class SceneState:
     place_pos: np.ndarray
     obstacles: np.ndarray
     target_geoms: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
+    place_radius: float = 0.0  # horizontal reach of the place object's collision geoms from its centre
 
 
 def read_scene(rs_env, goal: Goal) -> SceneState:
@@ -89,9 +92,10 @@ def read_scene(rs_env, goal: Goal) -> SceneState:
     right = data.body_xpos[model.body_name2id("gripper0_rightfinger")]
     axis = right - left
     body = rs_env.obj_body_id
-    others = [n for n in body if n not in (goal.target, goal.place)]
+    bottom = data.body_xpos[body[goal.target]][2] + SUPPORT_MARGIN
+    others = [n for n in body if n not in (goal.target, goal.place) and _rises_above(model, data, body[n], bottom)]
     qpos = np.array([data.qpos[i] for i in rs_env.robots[0]._ref_gripper_joint_pos_indexes])
-    tid = body[goal.target]
+    tid, pid = body[goal.target], body[goal.place]
     geoms = [g for g in range(model.ngeom) if model.geom_bodyid[g] == tid and model.geom_contype[g]]
     return SceneState(
         eef_pos=np.array(data.site_xpos[eef_site]),
@@ -100,10 +104,37 @@ def read_scene(rs_env, goal: Goal) -> SceneState:
         gripper_width=float(np.abs(qpos).sum()),
         target_pos=np.array(data.body_xpos[body[goal.target]]),
         target_rot=np.array(data.body_xmat[body[goal.target]]).reshape(3, 3),
-        place_pos=np.array(data.body_xpos[body[goal.place]]),
+        place_pos=np.array(data.body_xpos[pid]),
         obstacles=np.array([data.body_xpos[body[n]] for n in others]).reshape(-1, 3),
         target_geoms=np.array(data.geom_xpos[geoms]).reshape(-1, 3),
+        place_radius=_footprint_radius(model, data, pid),
     )
+
+
+def _corners(model, data, body_id: int) -> np.ndarray:
+    """(M, 3) world corners of the bounding boxes of the collision geoms of ``body_id`` and its children."""
+    bodies = {body_id}
+    for b in range(body_id + 1, model.nbody):  # MuJoCo lists parents before their children
+        if model.body_parentid[b] in bodies:
+            bodies.add(b)
+    geoms = np.flatnonzero(np.isin(model.geom_bodyid, list(bodies)) & (model.geom_contype > 0))
+    signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
+    local = model.geom_aabb[geoms, None, :3] + signs[None] * model.geom_aabb[geoms, None, 3:]  # geom frames
+    rot = np.asarray(data.geom_xmat)[geoms].reshape(-1, 3, 3)
+    return (np.asarray(data.geom_xpos)[geoms, None] + np.einsum("gij,gkj->gki", rot, local)).reshape(-1, 3)
+
+
+def _footprint_radius(model, data, body_id: int) -> float:
+    """Largest horizontal distance from the body's origin to its collision geoms (a plate: ~0.073 m)."""
+    corners = _corners(model, data, body_id)
+    return float(np.max(np.linalg.norm(corners[:, :2] - data.xpos[body_id][:2], axis=1), initial=0.0))
+
+
+def _rises_above(model, data, body_id: int, z: float) -> bool:
+    """Whether any collision geom of the body reaches above height ``z``. An object lower than the bowl's
+    bottom (the cabinet a bowl stands on, the table objects below it) cannot touch the fingers."""
+    corners = _corners(model, data, body_id)
+    return bool(len(corners) == 0 or corners[:, 2].max() > z)
 
 
 @dataclass
@@ -112,7 +143,9 @@ class ExpertParams:
 
     rim_radius: float = 0.05  # grasp point: this far from the bowl's axis, on the wall
     bowl_height: float = 0.053
-    grasp_depth: float = 0.025  # grip site this far below the rim top (upright bowls)
+    grasp_depth: float = 0.018  # grip site this far below the rim top (upright bowls); deeper put the
+    # outer pad on the rim lip only and the hand on the rim, and the bowl pivoted out while lifting
+    # (measured: tasks 8, 9 failures 16 -> 2 of 16 at 0.018)
     hover: float = 0.06  # approach height above the grasp point
     carry_clearance: float = 0.10  # bowl bottom this far above the plate while carrying
     retry_deeper: float = 0.006  # after a missed grasp, grasp this much lower (a tilted bowl's wall slopes)
@@ -123,6 +156,7 @@ class ExpertParams:
     grasp_steps: int = 14  # most steps to wait for the fingers to close (they stop early on the wall)
     release_steps: int = 4
     candidate_sides: int = 16
+    place_margin: float = 0.01  # the outer finger stays this far outside the place object's footprint
     reach_center: tuple = (-0.05, 0.0)  # where grasp sides are preferred to face (the robot is at -x)
 
     def __post_init__(self):
@@ -155,7 +189,7 @@ class PickPlaceExpert:
         self.last_eef, self.banned = None, []
 
     # ---- geometry -------------------------------------------------------------------------------
-    def choose_side(self, s: SceneState) -> np.ndarray:
+    def choose_side(self, s: SceneState, avoid_place: bool = True) -> np.ndarray:
         """Pick the rim side whose outer finger is farthest from other objects, preferring the robot side."""
         p = self.params
         best, best_score = None, -np.inf
@@ -165,6 +199,10 @@ class PickPlaceExpert:
             if any(d @ b > np.cos(np.radians(50)) for b in self.banned):
                 continue
             outer = s.target_pos[:2] + (p.rim_radius + 0.04) * d[:2]
+            # the outer finger must not come down on the place object (plate next to the bowl): it props
+            # the finger up and the grasp slips while lifting (measured on task 8, 22 of 50 failures)
+            if avoid_place and np.linalg.norm(outer - s.place_pos[:2]) < s.place_radius + p.place_margin:
+                continue
             clear = np.min(np.linalg.norm(s.obstacles[:, :2] - outer, axis=1)) if len(s.obstacles) else 1.0
             reach = np.linalg.norm(outer - np.asarray(p.reach_center))
             # a tilted bowl: its wall is closest to vertical (easy to pinch) on the side away from the lean
@@ -172,9 +210,11 @@ class PickPlaceExpert:
             score = min(clear, 0.12) - 0.1 * reach - 0.5 * lean
             if score > best_score:
                 best, best_score = d, score
-        if best is None:  # every side was tried and banned: start over rather than crash
+        if best is None and self.banned:  # every side was tried and banned: start over rather than crash
             self.banned.clear()
-            return self.choose_side(s)
+            return self.choose_side(s, avoid_place)
+        if best is None:  # the place object surrounds the bowl: come down on it rather than crash
+            return self.choose_side(s, avoid_place=False)
         return best
 
     def grasp_point(self, s: SceneState) -> np.ndarray:

@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from envs.expert import UNSOLVABLE_IN_THIS_BUILD, Goal, PickPlaceExpert, SceneState, parse_goal
+from envs.expert import (UNSOLVABLE_IN_THIS_BUILD, Goal, PickPlaceExpert, SceneState, _footprint_radius,
+                         _rises_above, parse_goal)
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
@@ -44,6 +45,32 @@ def test_side_avoids_a_close_obstacle_and_actions_are_clipped():
     assert action.shape == (7,) and np.all(np.abs(action) <= 1.0) and action[6] == -1.0  # open on approach
 
 
+def test_outer_finger_never_comes_down_on_the_plate():
+    scene = _scene([])
+    scene.place_pos, scene.place_radius = np.array([-0.13, 0.0, 0.9]), 0.073  # plate on the robot's side
+    expert = PickPlaceExpert(Goal("bowl", "plate"))
+    p = expert.params
+    outer = scene.target_pos[:2] + (p.rim_radius + 0.04) * expert.choose_side(scene)[:2]
+    assert np.linalg.norm(outer - scene.place_pos[:2]) >= scene.place_radius + p.place_margin
+    scene.place_pos, scene.place_radius = scene.target_pos.copy(), 0.5  # every side over the place
+    assert np.isclose(np.linalg.norm(expert.choose_side(scene)), 1.0)  # falls back, no recursion error
+
+
+def test_footprint_and_height_of_a_body_with_a_child():
+    import mujoco
+
+    xml = """<mujoco><worldbody><body name="cab" pos="0 0 0.9">
+      <geom type="box" size="0.05 0.02 0.1" pos="0 0 0.1"/>
+      <body name="drawer" pos="0.1 0 0"><geom type="box" size="0.02 0.02 0.25" pos="0 0 0.25"/></body>
+    </body></worldbody></mujoco>"""
+    model = mujoco.MjModel.from_xml_string(xml)
+    data = mujoco.MjData(model)
+    mujoco.mj_forward(model, data)
+    cab = model.body("cab").id
+    assert np.isclose(_footprint_radius(model, data, cab), np.hypot(0.12, 0.02))  # the child counts too
+    assert _rises_above(model, data, cab, 1.3) and not _rises_above(model, data, cab, 1.41)
+
+
 def test_gripper_pointing_down_needs_no_tilt_correction():
     expert = PickPlaceExpert(Goal("bowl", "plate"), side=np.array([0.0, 1.0, 0.0]))
     rot = expert.rotation_action(_scene([]))  # fingers already along the side
@@ -72,7 +99,7 @@ def physics_env_factory():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("task,init_states", [(0, (0, 17)), (3, (5,))])
+@pytest.mark.parametrize("task,init_states", [(0, (0, 17)), (3, (5,)), (8, (3,)), (9, (18,))])
 def test_expert_succeeds_in_the_simulator(physics_env_factory, task, init_states):
     from pathlib import Path
 
