@@ -37,6 +37,7 @@ POS_SCALE = 0.05  # metres of setpoint motion per unit of OSC_POSE position acti
 ROT_SCALE = 0.5  # radians of setpoint rotation per unit of OSC_POSE rotation action
 OPEN, CLOSE = -1.0, 1.0
 TILTED_DEG = 2.0  # a bowl tilted more than this rests on something (ramekin, box edge)
+WRIST_ABOVE_SITE = 0.21  # the Panda's last link sits this far above the grip site, pointing down (m)
 PAD_ABOVE_SITE = 0.008  # the Panda finger pads' centre sits this far above robosuite's grip site (m)
 MIN_GRASP_WIDTH = 0.006  # finger opening (m) below which the fingers closed on nothing
 SUPPORT_MARGIN = 0.01  # objects whose top is below the bowl's bottom + this are not grasp obstacles
@@ -81,6 +82,10 @@ class SceneState:
     obstacles: np.ndarray
     target_geoms: np.ndarray = field(default_factory=lambda: np.zeros((0, 3)))
     place_radius: float = 0.0  # horizontal reach of the place object's collision geoms from its centre
+    shoulder: np.ndarray | None = None  # (3,) the arm's shoulder joint (Panda link2), for the reach check
+    # oriented boxes (centre (K, 3), rotation (K, 3, 3), half sizes (K, 3)) of the other objects' collision
+    # geoms that rise above the bowl's bottom: the drawer walls around a bowl in a drawer
+    blockers: tuple = field(default_factory=lambda: (np.zeros((0, 3)), np.zeros((0, 3, 3)), np.zeros((0, 3))))
 
 
 def read_scene(rs_env, goal: Goal) -> SceneState:
@@ -108,16 +113,33 @@ def read_scene(rs_env, goal: Goal) -> SceneState:
         obstacles=np.array([data.body_xpos[body[n]] for n in others]).reshape(-1, 3),
         target_geoms=np.array(data.geom_xpos[geoms]).reshape(-1, 3),
         place_radius=_footprint_radius(model, data, pid),
+        blockers=_blockers(model, data, [body[n] for n in body if n not in (goal.target, goal.place)], bottom),
+        shoulder=np.array(data.body_xpos[model.body_name2id("robot0_link2")]),
     )
 
 
-def _corners(model, data, body_id: int) -> np.ndarray:
-    """(M, 3) world corners of the bounding boxes of the collision geoms of ``body_id`` and its children."""
+def _geoms(model, body_id: int) -> np.ndarray:
+    """Collision geoms of ``body_id`` and its children (a cabinet's drawers are child bodies)."""
     bodies = {body_id}
     for b in range(body_id + 1, model.nbody):  # MuJoCo lists parents before their children
         if model.body_parentid[b] in bodies:
             bodies.add(b)
-    geoms = np.flatnonzero(np.isin(model.geom_bodyid, list(bodies)) & (model.geom_contype > 0))
+    return np.flatnonzero(np.isin(model.geom_bodyid, list(bodies)) & (model.geom_contype > 0))
+
+
+def _blockers(model, data, body_ids, z: float) -> tuple:
+    """Oriented bounding boxes of the collision geoms of ``body_ids`` whose top is above height ``z``."""
+    geoms = np.concatenate([_geoms(model, b) for b in body_ids] + [np.zeros(0, int)]).astype(int)
+    rot = np.asarray(data.geom_xmat)[geoms].reshape(-1, 3, 3)
+    centre = np.asarray(data.geom_xpos)[geoms] + np.einsum("gij,gj->gi", rot, model.geom_aabb[geoms, :3])
+    half = np.array(model.geom_aabb[geoms, 3:]).reshape(-1, 3)
+    keep = centre[:, 2] + np.einsum("gj,gj->g", np.abs(rot[:, 2, :]), half) > z  # top of the box
+    return centre[keep], rot[keep], half[keep]
+
+
+def _corners(model, data, body_id: int) -> np.ndarray:
+    """(M, 3) world corners of the bounding boxes of the collision geoms of ``body_id`` and its children."""
+    geoms = _geoms(model, body_id)
     signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1])).T.reshape(-1, 3)
     local = model.geom_aabb[geoms, None, :3] + signs[None] * model.geom_aabb[geoms, None, 3:]  # geom frames
     rot = np.asarray(data.geom_xmat)[geoms].reshape(-1, 3, 3)
@@ -157,6 +179,9 @@ class ExpertParams:
     release_steps: int = 4
     candidate_sides: int = 16
     place_margin: float = 0.01  # the outer finger stays this far outside the place object's footprint
+    finger_margin: float = 0.022  # least ``_wall_clearance`` of a side (task 4: fingers 15-21 mm outside a
+    # drawer wall's box still caught it)
+    max_reach: float = 0.82  # shoulder-to-wrist distance the arm still tracks well (task 4: 0.820 ok, 0.822 stalls)
     reach_center: tuple = (-0.05, 0.0)  # where grasp sides are preferred to face (the robot is at -x)
 
     def __post_init__(self):
@@ -189,8 +214,33 @@ class PickPlaceExpert:
         self.last_eef, self.banned = None, []
 
     # ---- geometry -------------------------------------------------------------------------------
-    def choose_side(self, s: SceneState, avoid_place: bool = True) -> np.ndarray:
-        """Pick the rim side whose outer finger is farthest from other objects, preferring the robot side."""
+    def _wall_clearance(self, s: SceneState, d: np.ndarray) -> float:
+        """How far (m, negative inside) the open outer finger, coming down at side ``d`` to the grasp
+        height, stays from the other objects' geoms: a drawer wall next to the bowl catches the finger and
+        the pads close on the rim lip only (measured on task 4)."""
+        p = self.params
+        centre, rot, half = s.blockers
+        if not len(centre):
+            return np.inf
+        grasp_z = s.target_pos[2] + p.bowl_height - p.grasp_depth
+        outer = s.target_pos[:2] + (p.rim_radius + 0.045) * d[:2]  # the open outer finger's centre
+        pts = np.array([np.r_[outer, grasp_z + dz] for dz in (-0.005, 0.02, 0.05)])
+        local = np.einsum("gji,qgj->qgi", rot, pts[:, None] - centre[None])  # points in each box's frame
+        return float(np.min(np.max(np.abs(local) - half, axis=2)))
+
+    def _reachable(self, s: SceneState, d: np.ndarray) -> bool:
+        """Whether the wrist above the hover point at side ``d`` is within ``max_reach`` of the shoulder.
+        Past it the arm stalls short of the hover point (a bowl in the drawer, grasped from the far side)."""
+        if s.shoulder is None:
+            return True
+        p = self.params
+        up = p.bowl_height - p.grasp_depth + p.hover + WRIST_ABOVE_SITE
+        wrist = s.target_pos + p.rim_radius * d + np.array([0.0, 0.0, up])
+        return bool(np.linalg.norm(wrist - s.shoulder) <= p.max_reach)
+
+    def choose_side(self, s: SceneState, avoid_place: bool = True, avoid_blockers: bool = True) -> np.ndarray:
+        """Pick the rim side whose outer finger is farthest from other objects, preferring the robot side;
+        sides where it would catch a wall (``_wall_clearance``) or the arm cannot reach are tried last."""
         p = self.params
         best, best_score = None, -np.inf
         for k in range(p.candidate_sides):
@@ -203,19 +253,24 @@ class PickPlaceExpert:
             # the finger up and the grasp slips while lifting (measured on task 8, 22 of 50 failures)
             if avoid_place and np.linalg.norm(outer - s.place_pos[:2]) < s.place_radius + p.place_margin:
                 continue
+            wall, reachable = self._wall_clearance(s, d), self._reachable(s, d)
+            if avoid_blockers and (wall < p.finger_margin or not reachable):
+                continue
             clear = np.min(np.linalg.norm(s.obstacles[:, :2] - outer, axis=1)) if len(s.obstacles) else 1.0
             reach = np.linalg.norm(outer - np.asarray(p.reach_center))
             # a tilted bowl: its wall is closest to vertical (easy to pinch) on the side away from the lean
             lean = s.target_rot[:2, 2] @ d[:2]
-            score = min(clear, 0.12) - 0.1 * reach - 0.5 * lean
+            score = min(clear, 0.12) - 0.1 * reach - 0.5 * lean + 10 * min(wall, p.finger_margin) - (not reachable)
             if score > best_score:
                 best, best_score = d, score
-        if best is None and self.banned:  # every side was tried and banned: start over rather than crash
+        if best is not None:
+            return best
+        if avoid_blockers:  # walls all round, or the clear sides are out of reach: the most clearance
+            return self.choose_side(s, avoid_place, avoid_blockers=False)
+        if self.banned:  # every side was tried and banned: start over rather than crash
             self.banned.clear()
             return self.choose_side(s, avoid_place)
-        if best is None:  # the place object surrounds the bowl: come down on it rather than crash
-            return self.choose_side(s, avoid_place=False)
-        return best
+        return self.choose_side(s, avoid_place=False)  # the place object surrounds the bowl: come down on it
 
     def grasp_point(self, s: SceneState) -> np.ndarray:
         """Grip-site target on the wall at ``side``, in the bowl's frame (a bowl leaning on the ramekin has
@@ -315,7 +370,11 @@ class PickPlaceExpert:
         target = s.eef_pos.copy()
         target[:2] += s.place_pos[:2] - s.target_pos[:2]
         target[2] = self.carry_z
-        if np.linalg.norm(s.place_pos[:2] - s.target_pos[:2]) < 0.012:
+        if s.eef_pos[2] - s.target_pos[2] > 1.5 * self.params.bowl_height:  # the bowl stayed behind or fell
+            # (a narrow width alone is no sign: pads pinching the rim lip carry it at 5 mm)
+            self.retries += 1
+            self._goto("approach")
+        elif np.linalg.norm(s.place_pos[:2] - s.target_pos[:2]) < 0.012:
             self._goto("lower")
         return self.move(s, target, CLOSE)
 

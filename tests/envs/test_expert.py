@@ -81,6 +81,40 @@ def test_gripper_pointing_down_needs_no_tilt_correction():
     assert abs(expert.rotation_action(tilted)[0]) > 0.1  # corrects a roll
 
 
+def _wall(x: float) -> tuple:
+    """One thin wall box at ``x`` (a drawer's front wall): 4 mm thick, 0.2 m long, top at z 1.0."""
+    return (np.array([[x, 0.0, 0.95]]), np.eye(3)[None], np.array([[0.002, 0.1, 0.05]]))
+
+
+def test_outer_finger_keeps_clear_of_a_drawer_wall():
+    scene = _scene([])
+    scene.place_pos = np.array([0.0, 0.5, 0.9])
+    scene.blockers = _wall(-0.09)  # a wall right where the robot-side outer finger would come down
+    expert = PickPlaceExpert(Goal("bowl", "plate"))
+    assert expert._wall_clearance(scene, np.array([-1.0, 0.0, 0.0])) < expert.params.finger_margin
+    side = expert.choose_side(scene)
+    assert expert._wall_clearance(scene, side) >= expert.params.finger_margin
+    # walls all round (8 walls 0.09 m from the bowl's axis): no error, a unit side all the same
+    angles = np.linspace(0, 2 * np.pi, 8, endpoint=False)
+    scene.blockers = (np.array([[0.09 * np.cos(a), 0.09 * np.sin(a), 0.95] for a in angles]),
+                      np.array([[[np.cos(a), -np.sin(a), 0], [np.sin(a), np.cos(a), 0], [0, 0, 1]] for a in angles]),
+                      np.tile([0.002, 0.04, 0.05], (8, 1)))
+    side = expert.choose_side(scene)
+    assert np.isclose(np.linalg.norm(side), 1.0)
+    assert expert._wall_clearance(scene, side) < expert.params.finger_margin  # every side was blocked
+
+
+def test_sides_out_of_the_arms_reach_are_avoided():
+    scene = _scene([])
+    scene.place_pos = np.array([0.0, 0.5, 0.9])
+    scene.target_pos = np.array([0.1, -0.13, 1.063])  # task 4: a bowl high up in the drawer, far away
+    scene.shoulder = np.array([-0.66, 0.0, 1.245])
+    expert = PickPlaceExpert(Goal("bowl", "plate"))
+    assert not expert._reachable(scene, np.array([1.0, 0.0, 0.0]))  # the far side
+    assert expert._reachable(scene, np.array([-1.0, 0.0, 0.0]))  # the robot side
+    assert expert.choose_side(scene)[0] < 0.5
+
+
 @pytest.fixture(scope="module")
 def physics_env_factory():
     from envs.config import EnvConfig, RenderConfig
@@ -99,7 +133,7 @@ def physics_env_factory():
 
 
 @pytest.mark.sim
-@pytest.mark.parametrize("task,init_states", [(0, (0, 17)), (3, (5,)), (8, (3,)), (9, (18,))])
+@pytest.mark.parametrize("task,init_states", [(0, (0, 17)), (3, (5,)), (4, (0,)), (8, (3,)), (9, (18,))])
 def test_expert_succeeds_in_the_simulator(physics_env_factory, task, init_states):
     from pathlib import Path
 
