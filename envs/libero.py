@@ -302,6 +302,26 @@ class LiberoEnv:
                             "states do not match the installed LIBERO assets")
         return self._guard("set_init_state", self._env.set_init_state, state)
 
+    def snapshot(self) -> dict:
+        """Everything needed to continue this episode elsewhere: ``state`` (1 + nq + nv,) the flattened
+        MuJoCo state, ``gripper_action`` (2,) the Panda gripper's integrated command (robosuite keeps it
+        outside MjData: restoring the state alone loosens a closed grip for ~4 steps), ``warmstart`` (nv,)
+        the solver warm start, and ``step`` the episode's step count. Small: ~100 floats."""
+        gripper = self._env.robots[0].gripper
+        return {"state": self.get_sim_state(), "gripper_action": np.array(gripper.current_action, np.float64),
+                "warmstart": np.array(self.sim.data.qacc_warmstart, np.float64), "step": int(self._steps)}
+
+    def restore(self, snap: dict) -> dict:
+        """Continue from a ``snapshot`` taken in an env of the same task *and layout* (reset this env with
+        the snapshot's init state or seed first: the fixtures' placement is in the model, not the state).
+        Returns the observation at that state; stepping on gives the same trajectory as the original env
+        (tests/envs/test_libero.py). The step budget is a fresh episode's (``snap["step"]`` is only a
+        record): a takeover demo may run the full step limit from the restored state."""
+        obs = self.set_sim_state(snap["state"])
+        self._env.robots[0].gripper.current_action = np.array(snap["gripper_action"], np.float64)
+        self.sim.data.qacc_warmstart[:] = np.asarray(snap["warmstart"], np.float64)
+        return obs
+
     def render(self, camera: str = "agentview", size: Optional[int] = None) -> np.ndarray:
         """Render ``camera`` now, (size, size, 3) uint8 *as LIBERO renders it* (upside down)."""
         size = size or self.cfg.render.camera_size

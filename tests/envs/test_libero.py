@@ -106,6 +106,35 @@ def test_soft_reset_is_bit_identical_to_hard_reset(physics_envs):
 
 
 @pytest.mark.sim
+def test_restored_snapshot_continues_the_same_trajectory(physics_envs):
+    """DAgger takeovers restore a policy's mid-episode state in another env: the continuation must be the
+    one the original env would have taken, with the gripper closed on the way (its command is not in
+    MjData), from a random layout (the fixtures come from the reset's seed)."""
+    a, b = physics_envs
+    rng = np.random.default_rng(0)
+    first = np.c_[rng.uniform(-0.5, 0.5, (12, 6)), np.r_[-np.ones(4), np.ones(8)]]  # ends closing
+    then = np.c_[rng.uniform(-0.5, 0.5, (10, 6)), np.ones(10)]
+    a.reset(init_state=None, seed=123)
+    for act in first:
+        a.step(act)
+    snap = a.snapshot()
+    assert snap["step"] == 12 and snap["gripper_action"][1] > 0.9  # the command integrated to "closed"
+    for act in then:
+        a.step(act)
+    expected = a.get_sim_state()
+    b.reset(init_state=None, seed=123)
+    b.restore(snap)
+    for act in then:
+        b.step(act)
+    np.testing.assert_allclose(b.get_sim_state(), expected, atol=1e-9)
+    b.reset(init_state=None, seed=123)  # without the gripper's memory the fingers open again
+    b.set_sim_state(snap["state"])
+    for act in then:
+        b.step(act)
+    assert np.abs(b.get_sim_state() - expected).max() > 1e-4
+
+
+@pytest.mark.sim
 def test_policy_inputs_shapes_and_quaternion_convention(spatial_env):
     from scipy.spatial.transform import Rotation
 
