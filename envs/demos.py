@@ -25,7 +25,7 @@ import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Optional
@@ -43,11 +43,16 @@ GEN_ATTR = "vla_flow"  # data.attrs[GEN_ATTR]: JSON with generation settings + f
 
 @dataclass(frozen=True)
 class EpisodePlan:
-    """Episode ``index``: official ``init_state`` k (seed = k, see LiberoEnv.reset) or a random layout."""
+    """Episode ``index``: official ``init_state`` k (seed = k, see LiberoEnv.reset) or a random layout.
+
+    ``start``: a ``LiberoEnv.snapshot()`` taken in that same scene (a DAgger takeover, ``envs.takeover``):
+    the episode continues from it instead of from the settled reset, and the expert's phase is inferred.
+    """
 
     index: int
     init_state: Optional[int]
     seed: int
+    start: Optional[dict] = field(default=None, compare=False, repr=False)
 
 
 def plan_episodes(cfg: DemoConfig, n_init_states: int) -> list[EpisodePlan]:
@@ -76,6 +81,11 @@ def run_episode(env, expert: PickPlaceExpert, plan: EpisodePlan, record: bool = 
     obs = env.reset(init_state=plan.init_state, seed=plan.seed)
     expert.reset()
     rs_env = env.raw_env.env
+    if plan.start is not None:  # a takeover: continue from the policy's state
+        from envs.takeover import resume_expert
+
+        obs = env.restore(plan.start)
+        resume_expert(expert, read_scene(rs_env, expert.goal))
     rows: dict[str, list] = {k: [] for k in ("actions", "states", *C.H5_OBS_FROM_ENV)}
     success, steps = False, 0
     while steps < env.max_steps:
@@ -91,7 +101,8 @@ def run_episode(env, expert: PickPlaceExpert, plan: EpisodePlan, record: bool = 
         if success:
             break
     out = {"index": plan.index, "init_state": plan.init_state, "seed": plan.seed, "success": bool(success),
-           "steps": steps, "wall_s": time.perf_counter() - t0}
+           "steps": steps, "wall_s": time.perf_counter() - t0,
+           "start_step": int(plan.start["step"]) if plan.start is not None else 0}
     if record and success:
         out["arrays"] = _to_arrays(rows)
     return out
@@ -160,6 +171,7 @@ def _write_group(group, result: dict, render: dict, compression: Optional[str]) 
     group.attrs["episode"] = int(result["index"])
     group.attrs["seed"] = int(result["seed"])
     group.attrs["success"] = bool(result["success"])
+    group.attrs["start_step"] = int(result.get("start_step", 0))  # > 0: a takeover from that policy step
     group.attrs["render"] = json.dumps(render)
 
 
@@ -257,14 +269,15 @@ def _check_same_settings(out: Path, header: dict) -> None:
 
     if not out.is_file():
         return
-    keys = ("suite", "task_index", "layouts", "seed", "first_init_state", "settle_steps")
+    keys = ("suite", "task_index", "layouts", "seed", "first_init_state", "settle_steps", "source")
     try:
         with h5py.File(out, "r") as fh:
             old = json.loads(fh["data"].attrs[GEN_ATTR])
     except (OSError, KeyError) as exc:
         raise UserError(f"{out} exists but is not a dataset written by `vla-flow demos` ({exc}); "
                         "move it away or pick another --out") from None
-    diff = {k: (old.get(k), header[GEN_ATTR][k]) for k in keys if old.get(k) != header[GEN_ATTR][k]}
+    new = header[GEN_ATTR]
+    diff = {k: (old.get(k), new.get(k)) for k in keys if old.get(k) != new.get(k)}
     if diff:
         raise UserError(f"{out} was generated with other settings {diff} (old, new); rerun with the same "
                         "arguments to resume, or pick another --out")
@@ -336,11 +349,14 @@ def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record
             raise
 
 
-def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, record: bool = True) -> GenerationReport:
+def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, record: bool = True,
+                   plans: Optional[list[EpisodePlan]] = None, source: Optional[dict] = None) -> GenerationReport:
     """Run the expert on ``cfg.episodes`` planned episodes of ``env_cfg``'s task, keep the successes and
     write ``out_dir/<task>_demo.hdf5``; resumes a previous run with the same settings.
 
     ``record=False`` (a dry run to measure the expert): cameras off, nothing written.
+    ``plans``: explicit episodes instead of ``cfg``'s (DAgger takeovers; ``cfg.workers`` still applies), and
+    ``source``: what they came from (recorded in the header, and a resume must match it).
     """
     from envs.libero import resolve_task
 
@@ -353,7 +369,10 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
     out = Path(out_dir) / f"{task.name}_demo.hdf5"
     parts = Path(out_dir) / f".{task.name}_parts"
     header = _header({"render": asdict(env_cfg.render), "reset": env_cfg.reset}, task, cfg, env_cfg)
-    plans = plan_episodes(cfg, task.n_init_states)
+    if plans is None:
+        plans = plan_episodes(cfg, task.n_init_states)
+    else:
+        header[GEN_ATTR].update(layouts="takeover", seed=None, first_init_state=None, source=source or {})
     done: set = set()
     if record:
         _check_same_settings(out, header)

@@ -10,7 +10,8 @@ Processes are started with ``spawn``: an EGL/OSMesa context does not survive ``f
 swallows every exception), so every call has a timeout and a worker past it is SIGKILLed.
 
 Protocol (main -> worker): ``(cmd, payload)`` with cmd in ``reset | step | close``; worker -> main:
-``("ok", result)`` or ``("error", traceback_text)``. Results are small dicts of numpy arrays.
+``("ok", result)`` or ``("error", traceback_text)``. Results are small dicts of numpy arrays (with
+``want_snapshot``, also the env's ``snapshot()`` after the call: what a DAgger takeover restores).
 """
 from __future__ import annotations
 
@@ -197,6 +198,8 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
             _install_render_switch(state)
         out = _pack(obs, False, {}, p["want_obs"], p["want_frame"])
         out["reset_ms"] = (time.perf_counter() - t0) * 1e3
+        if p.get("want_snapshot"):
+            out["snapshot"] = state.env.snapshot()
         return out
     if cmd == "step":
         state.step += 1
@@ -204,7 +207,10 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
         state.render = True if p["want_obs"] else ({VIDEO_CAMERA} if p["want_frame"] else False)
         obs, success, info = state.env.step(p["action"])
         state.render = True
-        return _pack(obs, success, info, p["want_obs"], p["want_frame"])
+        out = _pack(obs, success, info, p["want_obs"], p["want_frame"])
+        if p.get("want_snapshot"):  # the state before the next action, for DAgger takeovers
+            out["snapshot"] = state.env.snapshot()
+        return out
     raise ValueError(f"unknown worker command {cmd!r}")
 
 

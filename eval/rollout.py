@@ -42,6 +42,7 @@ class RolloutSettings:
     latency_budget: bool = False
     latency_ms: Optional[float] = None  # fixed latency for latency-budget mode; None: measured per call
     skip_renders: bool = True  # render cameras only on steps whose observation is used
+    record_snapshots: bool = False  # keep the env snapshot at every policy query (DAgger takeovers)
 
 
 @dataclass
@@ -66,6 +67,7 @@ class EpisodeResult:
     error: str = ""
     attempts: int = 1
     held_steps: int = 0  # latency-budget mode: steps spent holding the previous action
+    snapshots: list = field(default_factory=list)  # record_snapshots: LiberoEnv.snapshot() at each query
 
 
 class PolicyCaller:
@@ -186,13 +188,14 @@ class Rollouts:
         env_cfg = {**self.s.env_cfg, "suite": key.suite, "task": key.task_index, "max_steps": self.s.max_steps}
         w.send("reset", {"env_cfg": env_cfg, "init_state": key.init_state, "seed": key.seed,
                          "want_obs": True, "want_frame": video, "attempt": attempt,
-                         "skip_renders": self.s.skip_renders})
+                         "skip_renders": self.s.skip_renders, "want_snapshot": self.s.record_snapshots})
 
     def _send_step(self, w: EnvWorker, ep: _Live) -> None:
         action = ep.queue.popleft()
         ep.last_action = action
         ep.res.actions.append(action)
-        w.send("step", {"action": action, "want_obs": not ep.queue, "want_frame": ep.video})
+        w.send("step", {"action": action, "want_obs": not ep.queue, "want_frame": ep.video,
+                        "want_snapshot": self.s.record_snapshots and not ep.queue})
         ep.phase = "step"
 
     def _query(self, eps: list[_Live]) -> None:
@@ -259,6 +262,8 @@ class Rollouts:
     def _observe(self, ep: _Live, r: dict) -> None:
         if r.get("inputs") is not None:
             ep.obs = r["inputs"]
+        if r.get("snapshot") is not None:
+            ep.res.snapshots.append(r["snapshot"])
         if ep.video and r.get("frame") is not None:
             ep.res.frames.append(r["frame"])
 

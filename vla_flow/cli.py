@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "eval.commands",      # eval
     "reports.commands",   # report
     "vla_flow.quickstart",  # quickstart
+    "vla_flow.dagger",    # dagger
     "vla_flow.bench",     # bench {all,env,demos,policy,train,eval}
 ]
 

@@ -6,7 +6,7 @@ import pytest
 
 from vla_flow.cli import COMMAND_MODULES, build_parser, main
 
-EXPECTED = ["tasks", "demos", "train", "predict", "eval", "report", "quickstart", "bench"]
+EXPECTED = ["tasks", "demos", "train", "predict", "eval", "report", "quickstart", "dagger", "bench"]
 
 
 def test_all_subcommands_registered():
