@@ -85,7 +85,7 @@ def run_episode(env, expert: PickPlaceExpert, plan: EpisodePlan, record: bool = 
         from envs.takeover import resume_expert
 
         obs = env.restore(plan.start)
-        resume_expert(expert, read_scene(rs_env, expert.goal))
+        expert = resume_expert(expert.goal, read_scene(rs_env, expert.goal), expert.params)
     rows: dict[str, list] = {k: [] for k in ("actions", "states", *C.H5_OBS_FROM_ENV)}
     success, steps = False, 0
     while steps < env.max_steps:
