@@ -63,8 +63,7 @@ def resume_expert(goal, s: SceneState, params=None) -> TakeoverExpert:
     side = np.r_[rel[:2] / max(radial, 1e-9), 0.0]
     if at_rim and MIN_GRASP_WIDTH <= s.gripper_width <= HOLDING_WIDTH:
         expert.side = side
-        rise = max(s.place_pos[2] + p.carry_clearance - s.target_pos[2], p.min_lift)
-        expert.carry_z = s.eef_pos[2] + rise
+        expert.carry_z = expert.carry_height(s)  # the expert's own rule (clears the drawer walls)
         expert.phase = "lift"
     elif at_rim and s.gripper_width > OPEN_WIDTH and _acceptable(expert, s, side):
         expert.side = side
