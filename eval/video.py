@@ -48,6 +48,22 @@ def overlay(frames: Sequence[np.ndarray], lines: Sequence[str], success_step: in
     return out
 
 
+def poster_path(video: str | Path) -> Path:
+    """The poster (last frame, JPEG) beside a video: ``videos/x.mp4`` -> ``videos/x.jpg``. The report shows it
+    on the card, so outcomes can be scanned without playing each video."""
+    return Path(video).with_suffix(".jpg")
+
+
+def write_poster(path: str | Path, frame: np.ndarray) -> None:
+    """One (H, W, 3) uint8 frame to JPEG, atomically."""
+    from PIL import Image
+
+    from vla_flow.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(np.ascontiguousarray(frame)).save(tmp, format="JPEG", quality=85)
+
+
 def write_mp4(path: str | Path, frames: np.ndarray, fps: int = FPS) -> None:
     """Encode (T, H, W, 3) uint8 to H.264 MP4 atomically (temp file beside ``path``, then rename)."""
     import imageio.v2 as imageio
@@ -63,10 +79,35 @@ def write_mp4(path: str | Path, frames: np.ndarray, fps: int = FPS) -> None:
                 writer.append_data(frame)
         finally:
             writer.close()
+        _check_complete(tmp, path)  # imageio ignores ffmpeg's exit code (e.g. on a full disk)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _check_complete(tmp: Path, path: Path) -> None:
+    """Raise unless ``tmp`` is a whole MP4: top-level boxes that tile the file, ``moov`` among them (ffmpeg
+    writes it last, so a write cut off by a full disk lacks it)."""
+    import errno
+    import shutil
+    import struct
+
+    size, pos, boxes = tmp.stat().st_size, 0, set()
+    with open(tmp, "rb") as fh:
+        while pos + 8 <= size:
+            fh.seek(pos)
+            n, kind = struct.unpack(">I4s", fh.read(8))
+            n = struct.unpack(">Q", fh.read(8))[0] if n == 1 else (size - pos if n == 0 else n)
+            if n < 8:
+                break
+            boxes.add(kind)
+            pos += n
+    if pos == size and b"moov" in boxes:
+        return
+    if shutil.disk_usage(tmp.parent).free < (1 << 20):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    raise RuntimeError(f"ffmpeg left an incomplete video for {path} ({size} bytes); see its messages above")
 
 
 class VideoWriter:
@@ -96,7 +137,9 @@ class VideoWriter:
                 return
             name, frames, lines, success_step = item
             try:
-                write_mp4(self.dir / "videos" / name, overlay(frames, lines, success_step))
+                framed = overlay(frames, lines, success_step)
+                write_mp4(self.dir / "videos" / name, framed)
+                write_poster(poster_path(self.dir / "videos" / name), framed[-1])
             except BaseException as exc:  # noqa: BLE001 - reported by close()/submit()
                 self._error = self._error or exc
 

@@ -25,7 +25,7 @@ from reports.summary import ALL_TASKS, Comparison
 
 TEMPLATES = Path(__file__).parent / "templates"
 EPISODE_FIELDS = ["run", "task", "init_state", "flow_steps", "seed", "outcome", "status", "steps",
-                  "policy_ms_p50", "video", "error"]
+                  "policy_ms_p50", "video", "poster", "error"]
 
 
 def video_hrefs(videos: pd.Series, run_dir: Path, out_dir: Path) -> pd.Series:
@@ -41,6 +41,48 @@ def video_hrefs(videos: pd.Series, run_dir: Path, out_dir: Path) -> pd.Series:
         return quote(Path(os.path.normpath(os.path.join(base, v))).as_posix())
 
     return videos.map(one)
+
+
+def poster_hrefs(videos: pd.Series, run_dir: Path, out_dir: Path) -> pd.Series:
+    """Poster frames (the video's last frame) as URL paths relative to the page, ``''`` where none.
+
+    ``vla-flow eval`` writes ``videos/<name>.jpg`` beside each video; for videos from older runs that have
+    none, the last frame is decoded once into ``out_dir/posters/`` (the evaluation folder is not touched).
+    """
+    from eval.video import poster_path, write_poster
+
+    def one(v: str) -> str:
+        if not v or not (run_dir / v).is_file():
+            return ""
+        poster = run_dir / poster_path(v)
+        if not poster.is_file():
+            poster = out_dir / "posters" / Path(v).with_suffix(".jpg").name
+            if not poster.is_file():
+                try:
+                    write_poster(poster, _last_frame(run_dir / v))
+                except Exception:  # noqa: BLE001 - an undecodable video just gets no poster
+                    return ""
+        rel = os.path.relpath(poster.resolve(), Path(out_dir).resolve())
+        return quote(Path(rel).as_posix())
+
+    return videos.map(one)
+
+
+def _last_frame(path: Path):
+    import imageio.v3 as iio
+
+    frame = None
+    for frame in iio.imiter(path, plugin="pyav") if _has_pyav() else iio.imiter(path):
+        pass
+    if frame is None:
+        raise ValueError(f"{path}: no frames")
+    return frame
+
+
+def _has_pyav() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("av") is not None
 
 
 def flatten(meta: dict, prefix: str = "") -> list[tuple[str, str]]:
@@ -72,6 +114,7 @@ def _episodes_json(df: pd.DataFrame) -> dict:
         "flow_steps": df["flow_steps"].astype(int), "seed": df["seed"].astype(int), "outcome": outcome,
         "status": df["status"], "steps": df["steps"].fillna(-1).astype(int),
         "policy_ms_p50": df["policy_ms_p50"].astype(float).round(1), "video": df["video_href"],
+        "poster": df["poster_href"] if "poster_href" in df.columns else "",
         "error": df["error"].str.slice(0, 500),
     }).sort_values(["run", "task", "init_state", "seed", "flow_steps"])
     data["policy_ms_p50"] = data["policy_ms_p50"].map(lambda x: None if math.isnan(x) else x)
@@ -106,7 +149,13 @@ def render_report(episodes: pd.DataFrame, table: pd.DataFrame, metas: dict[str, 
     runs = [{"name": name, "dir": dirs[name], "meta": flatten(meta), "missing": not meta,
              "random_init": random_init(meta)} for name, meta in metas.items()]
     plot = base64.b64encode(plot_png.read_bytes()).decode() if plot_png else None
+    from reports.suite import published_for, suite_grid
+
+    suites = sorted({str(m.get("suite")) for m in metas.values() if m.get("suite")})
+    published = [p.__dict__ for s in suites for p in published_for(s)]
+    grid = suite_grid(episodes[episodes["run"] == next(iter(metas))] if "run" in episodes.columns else episodes)
     return env.get_template("report.html.j2").render(
+        grid=grid, published=published, suites=suites, multi_run=len(metas) > 1,
         runs=runs, table=table.to_dict("records"), has_run="run" in table.columns, all_tasks=ALL_TASKS,
         comparisons=[{"title": c.title, "refused": c.refused,
                       "rows": None if c.table is None else c.table.to_dict("records")}

@@ -39,6 +39,9 @@ class TrainData:
     cache_info: list[dict] = field(default_factory=list)
     wrist_files: list[DemoFile] | None = None  # the same files opened on the wrist camera's key
     wrist_feat: torch.Tensor | None = None  # (sum of F_file, D), cached mode with the wrist camera
+    file_task: list[int] = field(default_factory=list)  # task index of each file (multi-task validation)
+    tasks: list = field(default_factory=list)  # envs.tasks.TaskSpec of env.task, config order
+    settings: dict = field(default_factory=dict)  # render/settle settings the files were recorded with
 
     def gather(self, table: FrameTable, rows, step: int, device, augment: bool | None = None) -> dict:
         """The ``compute_loss`` batch for ``rows`` of ``table`` (train or val) at ``step``."""
@@ -86,18 +89,74 @@ class TrainData:
         return policy.sample_actions(cond, num_flow_steps, batch["noise"])
 
 
-def check_task(env_cfg, files: list[DemoFile]) -> None:
-    """The data must be the task ``env.task`` names: compare BDDL file name (or instruction) per file."""
-    from envs.libero import resolve_task
+def check_tasks(env_cfg, files: list[DemoFile]) -> tuple[list, list[int]]:
+    """The data must be exactly the tasks ``env.task`` names (one task, a list, or ``all``): every file
+    belongs to the configured suite and to one of the tasks, and every task has a file. Returns the
+    TaskSpecs in config order and each file's task index. A file is matched by its BDDL file name (or, for files without one, its
+    instruction); files from another suite fail even when the task name exists there too."""
+    from envs.libero import resolve_tasks
 
-    spec = resolve_task(env_cfg.suite, env_cfg.task)
+    specs = resolve_tasks(env_cfg.suite, env_cfg.task)
+    by_name = {s.name: s for s in specs}
+    covered: set[str] = set()
+    file_task: list[int] = []
     for df in files:
         stem = Path(df.bddl_file_name).stem if df.bddl_file_name else ""
-        if stem == spec.name or (not stem and df.instruction == spec.language):
-            continue
-        raise UserError(f"{df.path}: holds demos of '{stem or df.instruction}', but env.task={env_cfg.task!r} "
-                        f"({env_cfg.suite}) is '{spec.name}'. Pass the matching --data file or set "
-                        f"env.task to the file's task.")
+        gen_suite = df.generation.get("suite")
+        spec = by_name.get(stem) or next((s for s in specs if not stem and df.instruction == s.language), None)
+        if gen_suite and gen_suite != env_cfg.suite:
+            spec = None
+        if spec is None:
+            want = ", ".join(f"{s.index}" for s in specs)
+            raise UserError(f"{df.path}: holds demos of '{stem or df.instruction}'"
+                            f"{f' ({gen_suite})' if gen_suite else ''}, which is not among env.task="
+                            f"{env_cfg.task!r} of {env_cfg.suite} (tasks {want}). Pass only files of those "
+                            "tasks with --data, or set env.task to the files' tasks (a list, or all).")
+        covered.add(spec.name)
+        file_task.append(spec.index)
+    missing = [s for s in specs if s.name not in covered]
+    if missing:
+        listing = ", ".join(f"{s.index} ({s.name})" for s in missing)
+        raise UserError(f"no --data file for task(s) {listing} of env.task={env_cfg.task!r}; generate them "
+                        "(`vla-flow demos --task K`) and pass one file per task, or drop them from env.task")
+    return specs, file_task
+
+
+RENDER_KEYS = ("fast", "camera_size")
+
+
+def data_settings(df: DemoFile) -> dict:
+    """The settings a demo file was recorded with that evaluation must reproduce: {} for official LIBERO
+    files (which record none of ours). Keys: render.fast, render.camera_size, settle_steps."""
+    gen = df.generation
+    render = (gen.get("env") or {}).get("render") or {}
+    out = {f"render.{k}": render[k] for k in RENDER_KEYS if k in render}
+    if "settle_steps" in gen:
+        out["settle_steps"] = gen["settle_steps"]
+    return out
+
+
+def check_settings(env_cfg, files: list[DemoFile]) -> dict:
+    """Files must agree with each other and with the config's ``env`` on the settings of ``data_settings``:
+    a policy trained on 128 px fast-render frames and evaluated at 96 px (or full render) is a silent
+    train/eval mismatch. Returns the agreed settings ({} when no file records any)."""
+    config = {"render.fast": env_cfg.render.fast, "render.camera_size": env_cfg.render.camera_size,
+              "settle_steps": env_cfg.settle_steps}
+    agreed: dict = {}
+    first: dict = {}
+    for df in files:
+        for key, value in data_settings(df).items():
+            if key in agreed and agreed[key] != value:
+                raise UserError(f"demo files disagree on {key}: {first[key]} has {agreed[key]!r}, {df.path} has "
+                                f"{value!r}. Train on files recorded with the same settings (regenerate one).")
+            agreed.setdefault(key, value)
+            first.setdefault(key, df.path)
+    for key, value in agreed.items():
+        if config[key] != value:
+            raise UserError(f"{first[key]} was recorded with {key}={value!r} but the config has env.{key}="
+                            f"{config[key]!r}; set env.{key}={value} (or regenerate the demos) so training "
+                            "and evaluation see the frames the demos saw")
+    return agreed
 
 
 def _policy(pcfg, table: FrameTable, device):
@@ -120,7 +179,8 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
     if not paths:
         raise UserError("no dataset: pass --data FILE.hdf5 (made by `vla-flow demos`) or set train.data")
     files = [open_demo_file(p, cfg.image_key) for p in paths]
-    check_task(exp.env, files)
+    specs, file_task = check_tasks(exp.env, files)
+    settings = check_settings(exp.env, files)
     train_demos, val_demos = split_demos(files, cfg.val_fraction, cfg.seed)
     horizon = exp.policy.chunk_size
     train, val = build_frames(files, train_demos, horizon), build_frames(files, val_demos, horizon)
@@ -158,4 +218,5 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
                      val=val if len(val) else None, mode=cfg.features, augment=cfg.augment, seed=cfg.seed,
                      text_feat=torch.stack(text_feat), image_feat=torch.cat(image_feat) if image_feat else None,
                      file_offsets=offsets, cache_info=infos, wrist_files=wrist_files,
-                     wrist_feat=torch.cat(wrist_feat) if wrist_feat else None)
+                     wrist_feat=torch.cat(wrist_feat) if wrist_feat else None, file_task=file_task,
+                     tasks=specs, settings=settings)

@@ -130,31 +130,58 @@ def _batch(data: TrainData, table: FrameTable, rows, step: int, seed: int, devic
 
 @torch.no_grad()
 def validate(policy, data: TrainData, seed: int, max_samples: int, device) -> dict:
-    """Validation loss (fixed noise) and action MSE of ``predict`` at N=1 and N=10 on a fixed subset."""
+    """Validation loss (fixed noise) and action MSE of ``predict`` at N=1 and N=10 on a fixed subset, over all
+    rows and per task (``val_loss_task<k>``, ``val_mse_n10_task<k>``; multi-task data only)."""
     table = data.val
     if table is None or len(table) == 0:
         return {}
     rows = np.linspace(0, len(table) - 1, min(max_samples, len(table))).round().astype(np.int64)
     rows = np.unique(rows)
+    file_task = np.asarray(data.file_task or [0] * len(data.files), dtype=np.int64)
+    row_task = file_task[table.file_idx[rows]]
     was_training = policy.training
     policy.eval()
-    out, losses, mses = {}, [], {1: [], 10: []}
-    for chunk in np.array_split(rows, max(1, math.ceil(len(rows) / 64))):
-        batch = _batch(data, table, chunk, 0, seed, device, tag="val")
-        if "image" in batch:  # on the fly: encode once for the loss and both predictions
-            batch["image_feat"] = policy.encode_images(batch.pop("image"))
-        loss, _ = policy.compute_loss(batch)
-        losses.append(float(loss) * len(chunk))
-        actions, mask = batch["actions"], batch["action_mask"]
-        for n in mses:
-            pred = data.predict(policy, batch, n)
-            err = ((pred - actions) ** 2).mean(-1) * mask
-            mses[n].append(float(err.sum() / mask.sum().clamp_min(1)) * len(chunk))
+    sums: dict[int, dict[str, float]] = {}
+    for task in np.unique(row_task).tolist():
+        task_rows = rows[row_task == task]
+        acc = sums.setdefault(task, {"n": 0.0, "loss": 0.0, "mse1": 0.0, "mse10": 0.0})
+        for chunk in np.array_split(task_rows, max(1, math.ceil(len(task_rows) / 64))):
+            batch = _batch(data, table, chunk, 0, seed, device, tag="val")
+            if "image" in batch:  # on the fly: encode once for the loss and both predictions
+                batch["image_feat"] = policy.encode_images(batch.pop("image"))
+            loss, _ = policy.compute_loss(batch)
+            acc["n"] += len(chunk)
+            acc["loss"] += float(loss) * len(chunk)
+            actions, mask = batch["actions"], batch["action_mask"]
+            for n, key in ((1, "mse1"), (10, "mse10")):
+                pred = data.predict(policy, batch, n)
+                err = ((pred - actions) ** 2).mean(-1) * mask
+                acc[key] += float(err.sum() / mask.sum().clamp_min(1)) * len(chunk)
     policy.train(was_training)
-    out["val_loss"] = sum(losses) / len(rows)
-    out["val_mse_n1"] = sum(mses[1]) / len(rows)
-    out["val_mse_n10"] = sum(mses[10]) / len(rows)
+    total = sum(a["n"] for a in sums.values())
+    out = {"val_loss": sum(a["loss"] for a in sums.values()) / total,
+           "val_mse_n1": sum(a["mse1"] for a in sums.values()) / total,
+           "val_mse_n10": sum(a["mse10"] for a in sums.values()) / total}
+    if len(set(file_task.tolist())) > 1:
+        for task, a in sorted(sums.items()):
+            out[f"val_loss_task{task}"] = a["loss"] / a["n"]
+            out[f"val_mse_n10_task{task}"] = a["mse10"] / a["n"]
     return out
+
+
+def write_val_per_task(out: Path, step: int, val: dict) -> None:
+    """Append the per-task validation numbers of one validation pass to ``RUN/val_per_task.csv``
+    (columns step, task_index, val_loss, val_mse_n10); metrics.csv keeps its fixed columns."""
+    tasks = sorted(int(k[len("val_loss_task"):]) for k in val if k.startswith("val_loss_task"))
+    if not tasks:
+        return
+    path = out / "val_per_task.csv"
+    new = not path.exists()
+    with open(path, "a") as fh:
+        if new:
+            fh.write("step,task_index,val_loss,val_mse_n10\n")
+        for t in tasks:
+            fh.write(f"{step},{t},{val[f'val_loss_task{t}']:.6g},{val[f'val_mse_n10_task{t}']:.6g}\n")
 
 
 def _check_finite(loss_mean: torch.Tensor, step: int, table: FrameTable, rows, last_ckpt) -> None:
@@ -225,6 +252,7 @@ def _train(exp, cfg, out: Path, device, data_paths, resume, on_step) -> dict:
         val, t_val = {}, time.perf_counter()
         if D.is_main() and ((cfg.val_every and step % cfg.val_every == 0) or step == sched.total_steps):
             val = validate(policy, data, cfg.seed, cfg.val_max_samples, device)
+            write_val_per_task(out, step, val)
         if step % cfg.log_every == 0 or step == sched.total_steps or val:
             logger.row(step, step / sched.steps_per_epoch, lr, val, exclude_s=time.perf_counter() - t_val)
         if step % cfg.save_every == 0 or step == sched.total_steps:

@@ -30,14 +30,21 @@ def quat2axisangle(quat: np.ndarray) -> np.ndarray:
 
 def write_demo_file(path: Path, n_demos: int = 4, length: int = 12, seed: int = 0, image_size: int = 32,
                     with_quat: bool = True, instruction: str = TASK0_LANGUAGE,
-                    drop: str | None = None) -> Path:
-    """Write ``path``; ``drop='demo_1/obs/joint_states'`` leaves that key out (for error tests)."""
+                    drop: str | None = None, task_name: str = TASK0_NAME, action_offset: float = 0.0,
+                    generation: dict | None = None) -> Path:
+    """Write ``path``; ``drop='demo_1/obs/joint_states'`` leaves that key out (for error tests).
+
+    ``task_name`` is the benchmark task the file claims (its BDDL file name); ``action_offset`` shifts the
+    six arm actions (so two files with the same ``seed`` differ only in instruction and actions: a policy
+    can tell them apart by the text alone); ``generation`` is stored as our ``vla_flow`` settings JSON."""
     rng = np.random.default_rng(seed)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as fh:
         data = fh.create_group("data")
         data.attrs["problem_info"] = json.dumps({"language_instruction": instruction})
         data.attrs["env_args"] = json.dumps({"env_name": "test"})
-        data.attrs["bddl_file_name"] = f"libero/bddl_files/libero_spatial/{TASK0_NAME}.bddl"
+        data.attrs["bddl_file_name"] = f"libero/bddl_files/libero_spatial/{task_name}.bddl"
+        if generation is not None:
+            data.attrs["vla_flow"] = json.dumps(generation)
         data.attrs["num_demos"] = n_demos
         data.attrs["total"] = n_demos * length
         for k in range(n_demos):
@@ -47,7 +54,7 @@ def write_demo_file(path: Path, n_demos: int = 4, length: int = 12, seed: int = 
             joints = np.sin(t * np.arange(1, 8) + k) * 0.5
             quat = Rotation.from_euler("xyz", np.c_[np.pi + 0 * t, 0.1 * t, 0.2 * t + k]).as_quat()
             quat *= np.where(k % 2, -1.0, 1.0)  # both signs of q occur in robosuite's continuous quaternions
-            g.create_dataset("actions", data=np.clip(np.c_[np.cos(3 * t + k) * np.ones((T, 6)) * 0.5,
+            g.create_dataset("actions", data=np.clip(np.c_[np.cos(3 * t + k) * np.ones((T, 6)) * 0.5 + action_offset,
                                                            np.where(t > 0.5, 1.0, -1.0)], -1, 1))
             obs = g.create_group("obs")
             obs.create_dataset("agentview_rgb", data=rng.integers(0, 256, (T, image_size, image_size, 3), np.uint8))

@@ -54,28 +54,33 @@ def _stage(title: str, argv: list[str]) -> float:
 def run(args: argparse.Namespace) -> int:
     from vla_flow.config import resolve_config_path
     from vla_flow.experiment import load_experiment
-    from envs.libero import resolve_task
+    from envs.libero import resolve_tasks
 
     cfg_path = resolve_config_path(args.config)
     cfg = load_experiment(cfg_path, args.overrides)
-    task = resolve_task(cfg.env.suite, cfg.env.task)
+    tasks = resolve_tasks(cfg.env.suite, cfg.env.task)
     out = Path(args.out)
     overrides = list(args.overrides)
-    print(f"vla-flow quickstart: {cfg.name} on {cfg.env.suite} task {task.index} '{task.name}'")
+    what = (f"task {tasks[0].index} '{tasks[0].name}'" if len(tasks) == 1
+            else f"{len(tasks)} tasks ({', '.join(str(t.index) for t in tasks)})")
+    print(f"vla-flow quickstart: {cfg.name} on {cfg.env.suite} {what}")
     print(f"  config {cfg_path}; outputs under {out}")
     if cfg.policy.vision.pretrained == "none":
         print("  WARNING: CLIP encoders are RANDOM-INIT (no weights can be downloaded here); "
               "results are recorded as such in the checkpoint and the report.")
-    timings = {}
+    timings = {"demos": 0.0}
     demo_dir = out / "demos"
-    timings["demos"] = _stage("demos", [
-        "demos", "--suite", cfg.env.suite, "--task", str(task.index), "--episodes", str(cfg.demos.episodes),
-        "--out", str(demo_dir), "--workers", str(cfg.demos.workers), "--layouts", cfg.demos.layouts,
-        "--seed", str(cfg.demos.seed), "--first-init-state", str(cfg.demos.first_init_state),
-        *(["--fast-render"] if cfg.env.render.fast else [])])
-    data = sorted(demo_dir.glob("*_demo.hdf5"))
-    if not data:
-        raise UserError(f"no demonstration file was written under {demo_dir}")
+    data = []
+    for task in tasks:  # one file per task: <task name>_demo.hdf5
+        timings["demos"] += _stage(f"demos (task {task.index})", [
+            "demos", "--suite", cfg.env.suite, "--task", str(task.index), "--episodes", str(cfg.demos.episodes),
+            "--out", str(demo_dir), "--workers", str(cfg.demos.workers), "--layouts", cfg.demos.layouts,
+            "--seed", str(cfg.demos.seed), "--first-init-state", str(cfg.demos.first_init_state),
+            *(["--fast-render"] if cfg.env.render.fast else [])])
+        path = demo_dir / f"{task.name}_demo.hdf5"
+        if not path.is_file():
+            raise UserError(f"no demonstration file was written for task {task.index} under {demo_dir}")
+        data.append(path)
     timings["train"] = _stage("train", [
         "train", "--config", str(cfg_path), "--out", str(out / "train"), "--resume", "auto",
         *[a for d in data for a in ("--data", str(d))], *overrides])

@@ -37,6 +37,7 @@
     const v = el("video");
     v.controls = true; v.muted = true; v.playsInline = true; v.preload = "none"; v.loop = true;
     v.dataset.src = ep.video;
+    if (ep.poster) v.poster = ep.poster;  // the last frame: the outcome is visible before playing
     if (observer) observer.observe(v); else v.src = ep.video;
     return v;
   }

@@ -55,7 +55,7 @@ def write_video(path: Path, color: tuple[int, int, int], frames: int = 12, size:
 RUN_META = {
     "checkpoint": {"path": "runs/demo/checkpoint.pt", "sha256": "ab" * 32},
     "encoder": {"name": "ViT-B-32", "pretrained": "none", "random_init": True},
-    "device": "cpu", "render": {"mode": "fast", "camera_size": 128},
+    "suite": "libero_spatial", "device": "cpu", "render": {"mode": "fast", "camera_size": 128},
     "step_limits": {"libero_spatial": 220}, "settle_steps": 10,
     "versions": {"torch": "2.14.1", "mujoco": "3.3.2", "robosuite": "1.4.0", "libero": "0.1.1"},
     "command": "vla-flow eval --flow-steps 1 5 10 </script><script>alert(1)</script>",

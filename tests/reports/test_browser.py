@@ -105,3 +105,17 @@ def test_same_episode_across_n(page):
 def test_no_script_from_file_text_ran(page):
     assert page.problems == []
     assert "<b>alphabet</b>" in page.locator("#f-task").inner_text()  # shown as text, not markup
+
+
+def test_suite_table_first_with_pooled_row_and_posters(page):
+    headings = [h.inner_text() for h in page.locator("main > section > h2").all()]
+    assert headings[0].startswith("Suite")  # the summary opens the page; run metadata is folded at the end
+    assert page.locator("#runs details").get_attribute("open") is None
+    rows = page.locator("#suite-table tbody tr")
+    assert rows.count() == 3  # pooled suite row + 2 tasks
+    first = rows.first.inner_text()
+    assert "suite (pooled)" in first and "[" in first  # the suite row carries its Wilson interval
+    poster = page.locator("#cards video").first.get_attribute("poster")
+    assert poster and poster.endswith(".jpg")
+    page.locator("#published-table").wait_for(state="attached")  # run.json says libero_spatial
+    assert "OpenVLA" in page.locator("#published-table").inner_text()
