@@ -9,7 +9,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
-SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
 DEVICES = ("cpu", "cuda")
 
 
@@ -71,10 +70,19 @@ class EvalConfig:
     device: str = "cpu"
     skip_renders: bool = True  # render cameras only on steps whose observation is used (same results)
     save_actions: bool = False  # also write each episode's executed actions to DIR/actions/<key>.npy
+    # Evaluate tasks the checkpoint was not trained on (transfer / robustness tests); refused otherwise.
+    allow_task_transfer: bool = False
+    # Evaluate although render/settle settings differ from the checkpoint's (warns); refused otherwise.
+    allow_setting_mismatch: bool = False
+    # Flow ODE solver / time grid at evaluation (policy/flow.py); None keeps the checkpoint's policy.solver /
+    # policy.time_grid. N (flow_steps) counts solver steps: midpoint calls the network 2N times.
+    solver: Optional[str] = None  # euler | midpoint
+    time_grid: Optional[str] = None  # uniform | cosine | early | late
 
     def __post_init__(self):
-        if self.suite not in SUITES:
-            raise ValueError(f"suite: unknown '{self.suite}'; valid: {', '.join(SUITES)}")
+        from envs.config import check_suite_name  # the suites come from the installed benchmark
+
+        check_suite_name(self.suite)
         if self.tasks != "all":
             self.tasks = parse_int_list(self.tasks, "tasks")
             if min(self.tasks) < 0:
@@ -100,5 +108,11 @@ class EvalConfig:
             raise ValueError(f"max_error_fraction: {self.max_error_fraction} must be in [0, 1]")
         if self.latency_ms is not None and self.latency_ms < 0:
             raise ValueError(f"latency_ms: {self.latency_ms} must be >= 0")
+        from policy.flow import SOLVERS, TIME_GRIDS
+
+        if self.solver is not None and self.solver not in SOLVERS:
+            raise ValueError(f"solver: '{self.solver}' does not exist; expected one of {', '.join(SOLVERS)}")
+        if self.time_grid is not None and self.time_grid not in TIME_GRIDS:
+            raise ValueError(f"time_grid: '{self.time_grid}' does not exist; expected one of {', '.join(TIME_GRIDS)}")
         if self.device.split(":")[0] not in DEVICES:
             raise ValueError(f"device: '{self.device}' is not cpu, cuda or cuda:K")

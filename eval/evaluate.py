@@ -6,9 +6,14 @@ need no simulator (``validate``) run before any worker starts, so bad arguments 
 
 Under torchrun (``RANK``/``WORLD_SIZE`` set) each rank runs its shard of the grid with its own workers and
 writes its own shard file; after a gloo barrier rank 0 merges them into ``DIR/episodes.parquet``.
+
+One writer per folder (``vla_flow.lock``): rank 0 holds ``DIR/.vla-flow.lock`` for the whole run and every
+other rank r holds ``DIR/.vla-flow.rank<r>.lock`` for its shard, so a second evaluation into the same
+folder is refused at start. A disk fault anywhere in the run ends it with one ``error:`` line.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -21,6 +26,7 @@ import numpy as np
 from eval.config import EvalConfig, parse_video_policy
 from eval.episodes import EpisodeKey, build_grid, shard, video_selected
 from vla_flow.errors import UserError
+from vla_flow.io import disk_errors
 
 
 class EvalAborted(UserError):
@@ -39,9 +45,10 @@ class Plan:
     n_action_steps: int
 
 
-def validate(cfg: EvalConfig, checkpoint: str | Path) -> Plan:
+def validate(cfg: EvalConfig, checkpoint: str | Path, env_cfg=None) -> Plan:
     """Every check that needs no simulator: checkpoint readable and for 7-D actions, tasks and init
-    states exist, n_action_steps fits the chunk. Raises UserError naming the problem and the fix."""
+    states exist and were trained on, n_action_steps fits the chunk, and (given ``env_cfg``) the render and
+    settle settings equal the checkpoint's. Raises UserError naming the problem and the fix."""
     from envs.conventions import ACTION_DIM, STEP_LIMITS
     from envs.libero import list_tasks
     from policy.checkpoint import read_checkpoint
@@ -58,6 +65,9 @@ def validate(cfg: EvalConfig, checkpoint: str | Path) -> Plan:
         raise UserError(f"unknown task index {bad} in {cfg.suite}: it has tasks 0..{len(all_tasks) - 1} "
                         "(`vla-flow tasks` lists them)")
     tasks = [all_tasks[i] for i in indices]
+    check_trained_tasks(ckpt, checkpoint, cfg, tasks)
+    if env_cfg is not None:
+        check_trained_settings(ckpt, checkpoint, cfg, env_cfg)
     for t in tasks:
         over = [i for i in cfg.init_states if i >= t.n_init_states]
         if over:
@@ -70,6 +80,68 @@ def validate(cfg: EvalConfig, checkpoint: str | Path) -> Plan:
     grid = build_grid(cfg.suite, [(t.index, t.name) for t in tasks], cfg.init_states, cfg.flow_steps, cfg.seeds)
     return Plan(tasks=tasks, grid=grid, policy_cfg=pcfg, provenance=dict(ckpt.get("provenance", {})),
                 max_steps=cfg.max_steps or STEP_LIMITS[cfg.suite], n_action_steps=n_act)
+
+
+def trained_tasks(ckpt: dict) -> tuple[str, list[str]] | None:
+    """(suite, task names) the checkpoint was trained on, from its recorded experiment config; None for
+    checkpoints that record none (hand-made or older ones: nothing to check)."""
+    env = ((ckpt.get("extra") or {}).get("experiment") or {}).get("env")
+    if not env or "suite" not in env or "task" not in env:
+        return None
+    from envs.libero import resolve_tasks
+
+    try:
+        return env["suite"], [t.name for t in resolve_tasks(env["suite"], env["task"])]
+    except UserError:
+        return None  # a suite/task this install does not have: nothing to compare against
+
+
+def check_trained_tasks(ckpt: dict, checkpoint, cfg: EvalConfig, tasks: list) -> None:
+    """Refuse to evaluate tasks the policy never trained on (a silent 0% otherwise), unless
+    ``eval.allow_task_transfer`` asks for it deliberately (transfer or robustness tests)."""
+    trained = trained_tasks(ckpt)
+    if trained is None or cfg.allow_task_transfer:
+        return
+    suite, names = trained
+    unseen = [t for t in tasks if t.suite != suite or t.name not in names]
+    if unseen:
+        listing = ", ".join(f"{t.index}" for t in unseen)
+        raise UserError(f"checkpoint {checkpoint} was trained on {len(names)} task(s) of {suite}, not on "
+                        f"{cfg.suite} task(s) {listing}. Evaluate its own tasks (e.g. --tasks matching env.task "
+                        "of its config), or set eval.allow_task_transfer=true for a deliberate transfer test")
+
+
+SETTINGS = ("render.fast", "render.camera_size", "settle_steps")
+
+
+def _settings(env: dict) -> dict:
+    render = env.get("render") or {}
+    out = {f"render.{k}": render[k] for k in ("fast", "camera_size") if k in render}
+    if "settle_steps" in env:
+        out["settle_steps"] = env["settle_steps"]
+    return out
+
+
+def check_trained_settings(ckpt: dict, checkpoint, cfg: EvalConfig, env_cfg) -> None:
+    """Evaluation must render and settle as the training demos did (training checked its demo files
+    against the config it stored in the checkpoint): a mismatch is refused, naming both values, or only
+    warned about with ``eval.allow_setting_mismatch``."""
+    from vla_flow.config import to_dict
+
+    trained = _settings(((ckpt.get("extra") or {}).get("experiment") or {}).get("env") or {})
+    mine = _settings(to_dict(env_cfg))
+    diff = [f"{k}: checkpoint {trained[k]!r}, evaluation {mine[k]!r}" for k in SETTINGS
+            if k in trained and k in mine and trained[k] != mine[k]]
+    if not diff:
+        return
+    text = "; ".join(diff)
+    if cfg.allow_setting_mismatch:
+        print(f"warning: {checkpoint} was trained with other settings ({text}); evaluating anyway "
+              "(eval.allow_setting_mismatch=true)", file=sys.stderr)
+        return
+    fix = " ".join(f"env.{k}={trained[k]}" for k in SETTINGS if k in trained and trained[k] != mine.get(k))
+    raise UserError(f"{checkpoint} was trained with other settings than this evaluation ({text}); pass "
+                    f"{fix}, or eval.allow_setting_mismatch=true to evaluate anyway")
 
 
 def _dist_info() -> tuple[int, int]:
@@ -99,7 +171,8 @@ def _row(res, video: str) -> dict:
             "policy_ms_p50": float(np.percentile(calls, 50)) if calls.size else float("nan"),
             "policy_ms_p95": float(np.percentile(calls, 95)) if calls.size else float("nan"),
             "encode_ms_mean": mean(res.encode_ms), "flow_ms_mean": mean(res.flow_ms),
-            "env_ms_mean": mean(res.step_ms), "video": video, "error": res.error}
+            "env_ms_mean": mean(res.step_ms), "video": video, "error": res.error,
+            "attempts": int(getattr(res, "attempts", 1)), "last_worker_error": getattr(res, "last_worker_error", "")}
 
 
 def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, invariant: bool) -> dict:
@@ -114,6 +187,7 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
             "device": cfg.device, "render": render_metadata(env_cfg.render), "step_limits": dict(STEP_LIMITS),
             "max_steps": plan.max_steps, "settle_steps": env_cfg.settle_steps, "protocol_settle_steps": SETTLE_STEPS,
             "versions": library_versions(), "command": " ".join(sys.argv), "suite": cfg.suite,
+            "tasks": [t.record() for t in plan.tasks],  # the instruction fed and its source, per task
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": to_dict(cfg), "env": to_dict(env_cfg),
             "world_size": world, "n_action_steps": plan.n_action_steps,
             "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant}}
@@ -147,8 +221,28 @@ def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_c
     """Run (or resume) the evaluation into ``out_dir``; returns this folder's episodes DataFrame.
 
     ``env_cfg``: ``envs.config.EnvConfig`` (render settings, settle steps); task/suite/max_steps are set
-    per episode. ``faults``: ``envs.workers.FaultInjection`` records, tests only.
+    per episode. ``faults``: ``envs.workers.FaultInjection`` records, tests only. The folder is checked
+    and locked before the checkpoint is read (``hold_out_dir``).
     """
+    with hold_out_dir(out_dir), disk_errors(out_dir):
+        return _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress)
+
+
+@contextlib.contextmanager
+def hold_out_dir(out_dir: str | Path):
+    """Validate ``out_dir`` (a writable folder) and hold its writer lock for the block: rank 0 the folder
+    lock, rank r > 0 the lock of its shard (``vla_flow.lock``). Re-entrant in one process."""
+    from vla_flow import lock
+    from vla_flow.io import check_output_dir
+
+    check_output_dir(out_dir, "--out")
+    rank = int(os.environ.get("RANK", "0"))
+    path = lock.folder_lock(out_dir) if rank == 0 else Path(out_dir) / f".vla-flow.rank{rank}.lock"
+    with lock.hold(path, "--out"):
+        yield
+
+
+def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     import torch
 
     from envs.config import EnvConfig
@@ -156,13 +250,17 @@ def evaluate(cfg: EvalConfig, checkpoint: str | Path, out_dir: str | Path, env_c
     from policy.checkpoint import load_policy
 
     env_cfg = env_cfg or EnvConfig(suite=cfg.suite)
-    plan = validate(cfg, checkpoint)
+    plan = validate(cfg, checkpoint, env_cfg)
     rank, world = _dist_info()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
     policy = load_policy(checkpoint, cfg.device)
     caller, invariant = _make_caller(policy, cfg, plan)
-    store = ResultStore(out_dir, rank, world)
+    store = ResultStore(out_dir, rank, world)  # moves an unreadable table it owns aside (with a warning)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()  # rank 0 has set aside what it owns before any rank reads the folder
     if rank == 0:
         write_run_json(out_dir, _run_meta(cfg, checkpoint, plan, env_cfg, world, invariant))
     mine = shard(plan.grid, rank, world)

@@ -79,8 +79,13 @@ class PolicyConfig:
     time_embed_dim: int = 128
     # Distribution of the flow time t in training (see policy/flow.py for the convention and the reasoning).
     time_sampling: Literal["uniform", "logit_normal", "beta"] = "uniform"
-    # Default Euler steps for predict() when the caller does not pass num_flow_steps.
+    # Default solver steps for predict() when the caller does not pass num_flow_steps.
     num_flow_steps: int = 10
+    # ODE solver and time grid of sampling (policy/flow.py): "euler" (1 network call per step) or "midpoint"
+    # (2nd order, 2 calls per step); grid "uniform" (t = k/N), "cosine", "early" or "late". Sampling-only
+    # settings: `vla-flow eval ... eval.solver=midpoint` overrides them without retraining.
+    solver: Literal["euler", "midpoint"] = "euler"
+    time_grid: Literal["uniform", "cosine", "early", "late"] = "uniform"
     # How actions / proprio are normalized; the gripper action dimension is never rescaled (-1 open, +1 close).
     normalization: Literal["mean_std", "min_max"] = "mean_std"
     # Index of the gripper command in the action vector (LIBERO: the last one).
@@ -107,5 +112,8 @@ class PolicyConfig:
             raise ValueError(f"attn_pool_heads: {self.attn_pool_heads} does not divide embed_dim {self.embed_dim}")
         if not 0 <= self.gripper_action_index < self.action_dim:
             raise ValueError(f"gripper_action_index: {self.gripper_action_index}; expected 0..{self.action_dim - 1}")
+        from policy.flow import check_solver
+
+        check_solver(self.num_flow_steps, self.solver, self.time_grid)
         if isinstance(self.vision, dict):  # built directly from a dict (e.g. a checkpoint)
             self.vision = VisionConfig(**self.vision)

@@ -24,6 +24,7 @@ from torch import nn
 from policy import flow
 from policy.configuration import PolicyConfig
 from policy.encoders import IMAGE_SIZE, FrozenClip
+from policy.guard import check_actions
 from policy.normalize import Normalizer
 from vla_flow.errors import UserError
 
@@ -76,17 +77,18 @@ class VelocityHead(nn.Module):
         h = torch.cat([x_t.flatten(1), time_embedding(t, self.time_dim), cond], dim=-1)
         return self.net(h).view(-1, self.horizon, self.action_dim)
 
-    def sampler(self, cond: torch.Tensor, num_steps: int):
-        """The same function as ``forward`` for a fixed ``cond`` and the Euler grid t = k / num_steps, with the
-        per-call work hoisted out of the loop: the cond part of the first layer (512 of its ~650 input
-        columns) and the time embeddings are computed once. Returns velocity_fn(x_t, t) for euler_integrate."""
+    def sampler(self, cond: torch.Tensor, num_steps: int, solver: str = "euler", time_grid: str = "uniform"):
+        """The same function as ``forward`` for a fixed ``cond``, with the per-call work hoisted out of the
+        solver loop: the cond part of the first layer (512 of its ~650 input columns) and the time embeddings
+        of the solver's evaluation times (``flow.eval_times``) are computed once. Returns velocity_fn(x_t, t)
+        for ``flow.integrate``; any other t is embedded on the fly (same result, slower)."""
         first = self.net[0]
         n_x = self.horizon * self.action_dim
         w_x, w_t, w_c = first.weight.split([n_x, self.time_dim, first.in_features - n_x - self.time_dim], dim=1)
         base = torch.addmm(first.bias, cond, w_c.t())  # (B, hidden)
-        times = [k / num_steps for k in range(num_steps)]  # built exactly as flow.euler_integrate builds t
+        times = flow.eval_times(num_steps, solver, time_grid)  # built exactly as flow.integrate builds t
         grid = torch.tensor(times, device=cond.device, dtype=cond.dtype)
-        t_terms = time_embedding(grid, self.time_dim) @ w_t.t()  # (N, hidden)
+        t_terms = time_embedding(grid, self.time_dim) @ w_t.t()  # (calls, hidden)
         step = {float(t): k for k, t in enumerate(grid.tolist())}
         rest = self.net[1:]
 
@@ -221,9 +223,25 @@ class FlowPolicy(nn.Module):
         return loss, {"loss": float(loss.detach()), "t_mean": float(t.mean())}
 
     # ---------------------------------------------------------------- sampling
-    def sample_actions(self, cond: torch.Tensor, num_flow_steps: int, noise: torch.Tensor) -> torch.Tensor:
-        """Euler-integrate the head from ``noise`` (B, H, 7); returns RAW actions clipped to [-1, 1]."""
-        x1 = flow.euler_integrate(self.head.sampler(cond, num_flow_steps), noise, num_flow_steps)
+    def sample_normalized(self, cond: torch.Tensor, num_flow_steps: int, noise: torch.Tensor,
+                          solver: str | None = None, time_grid: str | None = None,
+                          record: list | None = None) -> torch.Tensor:
+        """Integrate the head from ``noise`` (B, H, 7) with ``solver`` on ``time_grid`` (None: the config's);
+        returns the NORMALIZED endpoint x1 (B, H, 7), unclipped (what reflow pairs and offline sweeps use)."""
+        solver = self.cfg.solver if solver is None else solver
+        grid = self.cfg.time_grid if time_grid is None else time_grid
+        try:
+            flow.check_solver(num_flow_steps, solver, grid)
+        except ValueError as exc:
+            raise PolicyInputError(str(exc)) from None
+        fn = self.head.sampler(cond, num_flow_steps, solver, grid)
+        return flow.integrate(fn, noise, num_flow_steps, solver, grid, record=record)
+
+    def sample_actions(self, cond: torch.Tensor, num_flow_steps: int, noise: torch.Tensor,
+                       solver: str | None = None, time_grid: str | None = None) -> torch.Tensor:
+        """Integrate the head from ``noise`` (B, H, 7) (``sample_normalized``); returns RAW actions clipped to
+        [-1, 1]."""
+        x1 = self.sample_normalized(cond, num_flow_steps, noise, solver, time_grid)
         actions = self.normalizer.unnormalize("actions", x1).clamp(-1.0, 1.0)
         if self.cfg.binarize_gripper:
             g = self.cfg.gripper_action_index
@@ -237,14 +255,15 @@ class FlowPolicy(nn.Module):
     @torch.inference_mode()
     def predict(self, images, instructions, joints, ee_pose, gripper=None, num_flow_steps: int | None = None,
                 noise=None, generator: torch.Generator | None = None, wrist_images=None,
-                pad_to: int | None = None) -> np.ndarray:
+                pad_to: int | None = None, solver: str | None = None, time_grid: str | None = None) -> np.ndarray:
         """Actions (B, H, 7) float32 numpy in [-1, 1] from a batch of raw observations (numpy or torch).
 
         images (B, 224, 224, 3) uint8 (or float in [0, 1]), instructions: B strings (or one string for all),
         joints (B, 7), ee_pose (B, 7) [x, y, z, qx, qy, qz, qw], gripper (B, 2) if use_gripper_state.
         noise (B, H, 7) or a CPU ``generator`` fixes the initial noise (same seed -> same noise for every N).
         pad_to: pad the batch (repeating the last row) to this many rows, so that every call has the same
-        shape; the padded rows are dropped. Timings in ``self.last_timings`` (ms).
+        shape; the padded rows are dropped. solver / time_grid: None uses ``cfg.solver`` / ``cfg.time_grid``.
+        Timings in ``self.last_timings`` (ms).
         """
         sync = (lambda: torch.cuda.synchronize(self.device)) if self.device.type == "cuda" else (lambda: None)
         steps = self.cfg.num_flow_steps if num_flow_steps is None else num_flow_steps
@@ -267,12 +286,12 @@ class FlowPolicy(nn.Module):
         cond = self.condition(image_feat, text_feat, joints, ee_pose, gripper, wrist_feat)
         sync()
         t3 = time.perf_counter()
-        actions = self.sample_actions(cond, steps, noise.to(self.device))
+        actions = self.sample_actions(cond, steps, noise.to(self.device), solver, time_grid)
         out = actions[:bsz].float().cpu().numpy()
         t4 = time.perf_counter()
         self.last_timings = {"encode_ms": (t2 - t1) * 1e3, "fusion_ms": (t3 - t2) * 1e3,
                              "flow_ms": (t4 - t3) * 1e3, "total_ms": (t4 - t0) * 1e3}
-        return out
+        return check_actions(out, self)  # the one output check (policy/guard.py): NaN/inf never leave
 
 
     def _check_inputs(self, images, instructions, joints, ee_pose, gripper, wrist_images, noise, generator) -> dict:
