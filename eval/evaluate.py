@@ -255,6 +255,7 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
     policy = load_policy(checkpoint, cfg.device)
+    policy.cfg.solver, policy.cfg.time_grid = cfg.solver or policy.cfg.solver, cfg.time_grid or policy.cfg.time_grid
     caller, invariant = _make_caller(policy, cfg, plan)
     store = ResultStore(out_dir, rank, world)  # moves an unreadable table it owns aside (with a warning)
     if world > 1:
