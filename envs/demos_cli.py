@@ -38,6 +38,8 @@ def register(subparsers) -> None:
 
 
 def run_demos(args: argparse.Namespace) -> int:
+    import contextlib
+
     from vla_flow.errors import UserError
 
     if args.inspect:
@@ -45,16 +47,24 @@ def run_demos(args: argparse.Namespace) -> int:
 
         print(describe_file(args.inspect))
         return 0
-    from envs.config import DemoConfig, EnvConfig, RenderConfig
-    from envs.demos import generate_demos
+    with contextlib.ExitStack() as stack:
+        if not args.dry_run:  # before anything slow: a bad or busy folder fails now, not after an episode
+            from vla_flow.io import check_output_dir, disk_errors
+            from vla_flow.lock import hold_folder
 
-    try:
-        cfg = DemoConfig(episodes=args.episodes, layouts=args.layouts, seed=args.seed, workers=args.workers,
-                         first_init_state=args.first_init_state)
-        env_cfg = EnvConfig(suite=args.suite, task=int(args.task) if args.task.isdigit() else args.task,
-                            reset="soft", render=RenderConfig(fast=args.fast_render))
-    except ValueError as exc:
-        raise UserError(f"demos: {exc}") from None
-    report = generate_demos(cfg, env_cfg, args.out, record=not args.dry_run)
+            check_output_dir(args.out)
+            stack.enter_context(hold_folder(args.out))  # one writer per folder, for the whole run
+            stack.enter_context(disk_errors(args.out))
+        from envs.config import DemoConfig, EnvConfig, RenderConfig
+        from envs.demos import generate_demos
+
+        try:
+            cfg = DemoConfig(episodes=args.episodes, layouts=args.layouts, seed=args.seed, workers=args.workers,
+                             first_init_state=args.first_init_state)
+            env_cfg = EnvConfig(suite=args.suite, task=int(args.task) if args.task.isdigit() else args.task,
+                                reset="soft", render=RenderConfig(fast=args.fast_render))
+        except ValueError as exc:
+            raise UserError(f"demos: {exc}") from None
+        report = generate_demos(cfg, env_cfg, args.out, record=not args.dry_run)
     print(report.table())
     return 0

@@ -89,12 +89,13 @@ def _task_index(suite: str, task) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from eval.evaluate import evaluate, validate
+    from eval.evaluate import evaluate, hold_out_dir, validate
 
     os.environ.setdefault("MUJOCO_GL", "egl")
-    cfg, env_cfg = build_configs(args)
-    validate(cfg, args.checkpoint)  # all checks before the (slow) policy load and any worker
-    df = evaluate(cfg, args.checkpoint, args.out, env_cfg=env_cfg, progress=args.progress)
+    with hold_out_dir(args.out):  # a writable folder and one writer, checked before anything slow
+        cfg, env_cfg = build_configs(args)
+        validate(cfg, args.checkpoint)  # all checks before the (slow) policy load and any worker
+        df = evaluate(cfg, args.checkpoint, args.out, env_cfg=env_cfg, progress=args.progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"{len(df)} episodes in {args.out}/episodes.parquet")
     return 0

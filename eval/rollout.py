@@ -65,7 +65,8 @@ class EpisodeResult:
     actions: list = field(default_factory=list)
     frames: Optional[list] = None  # (H, W, 3) uint8 right side up, reset frame first: steps + 1 frames
     error: str = ""
-    attempts: int = 1
+    attempts: int = 1  # 1 + the retries after a worker died or hung
+    last_worker_error: str = ""  # the last worker failure of this episode in one line ('' if none)
     held_steps: int = 0  # latency-budget mode: steps spent holding the previous action
     snapshots: list = field(default_factory=list)  # record_snapshots: LiberoEnv.snapshot() at each query
 
@@ -162,7 +163,7 @@ class Rollouts:
         self.timers = {"policy_s": 0.0, "wait_s": 0.0, "total_s": 0.0}
 
     def run(self, items: list[tuple[EpisodeKey, bool, str]]) -> Iterator[EpisodeResult]:
-        self.todo.extend((key, video, text, 0) for key, video, text in items)
+        self.todo.extend((key, video, text, 0, "") for key, video, text in items)
         t_last = time.perf_counter()
         while self.todo or self.active:
             for w in self.pool.workers:
@@ -181,8 +182,10 @@ class Rollouts:
             t_last = time.perf_counter()  # time spent by the consumer (store, videos) is not ours
 
     # -- commands ---------------------------------------------------------------------------------
-    def _start(self, w: EnvWorker, key: EpisodeKey, video: bool, text: str, attempt: int) -> None:
-        res = EpisodeResult(key=key, attempts=attempt + 1, frames=[] if video else None)
+    def _start(self, w: EnvWorker, key: EpisodeKey, video: bool, text: str, attempt: int,
+               last_error: str = "") -> None:
+        res = EpisodeResult(key=key, attempts=attempt + 1, frames=[] if video else None,
+                            last_worker_error=last_error)
         ep = _Live(res=res, noise=NoiseStream(key, self.s.horizon), text=text, video=video)
         self.active[w.slot] = ep
         env_cfg = {**self.s.env_cfg, "suite": key.suite, "task": key.task_index, "max_steps": self.s.max_steps}
@@ -286,11 +289,15 @@ class Rollouts:
 
     def _failed(self, w: EnvWorker, ep: _Live, exc: WorkerError) -> None:
         key, attempt = ep.res.key, ep.res.attempts - 1
+        ep.res.last_worker_error = worker_error_line(exc)
         if exc.kind == "error":
             w.restart()  # the env may be half-broken after raising; start clean
         elif attempt < self.s.max_retries:
             del self.active[w.slot]
-            self.todo.appendleft((key, ep.video, ep.text, attempt + 1))
+            self.todo.appendleft((key, ep.video, ep.text, attempt + 1, ep.res.last_worker_error))
+            _log(f"retrying episode task {key.task_index} init {key.init_state} N={key.flow_steps} seed "
+                 f"{key.seed} on a fresh worker (attempt {attempt + 2} of {self.s.max_retries + 1}): "
+                 f"{ep.res.last_worker_error}")
             return
         self._finish(w, "timeout" if exc.kind == "timeout" else "error", error=str(exc))
 
@@ -299,3 +306,18 @@ class Rollouts:
         ep.res.status, ep.res.error = status, error
         ep.res.wall_s = time.perf_counter() - ep.t0
         self.done.append(ep.res)
+
+
+def worker_error_line(exc: WorkerError) -> str:
+    """``'<kind>: <last line of the message>'``, e.g. ``died: worker 0 exited with code -9``."""
+    lines = str(exc).strip().splitlines()
+    return f"{exc.kind}: {lines[-1] if lines else '(no message)'}"[:500]
+
+
+def _log(message: str) -> None:
+    """A line on stderr that does not break a tqdm progress bar."""
+    import sys
+
+    from tqdm import tqdm
+
+    tqdm.write(message, file=sys.stderr)

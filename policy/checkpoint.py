@@ -17,8 +17,11 @@ features. Missing, unexpected or mis-shaped keys are errors that name the key.
 """
 from __future__ import annotations
 
+import io
 import math
+import os
 import platform
+import zipfile
 from pathlib import Path
 
 import torch
@@ -64,9 +67,58 @@ def save_checkpoint(path: str | Path, policy: FlowPolicy, include_encoder: bool 
         "extra": extra,
     }
     path = Path(path)
+    buf = io.BytesIO()  # serialize in memory: a full disk then fails in a plain write, whose OSError (ENOSPC)
+    torch.save(ckpt, buf)  # atomic_path turns into one clear error (torch's own writer says "unexpected pos")
     with atomic_path(path) as tmp:
-        torch.save(ckpt, tmp)
+        with open(tmp, "wb") as fh:
+            fh.write(buf.getbuffer())
     return path
+
+
+def _intact_sibling(path: Path) -> Path | None:
+    """The newest ``step_<k>.pt`` beside ``path`` (not ``path`` itself, nor a hard link to it) whose zip
+    directory is intact: what to use instead of a damaged ``last.pt``."""
+    steps = sorted(((int(p.stem[5:]), p) for p in path.parent.glob("step_*.pt") if p.stem[5:].isdigit()),
+                   reverse=True)
+    for _, cand in steps:
+        try:
+            if os.path.samefile(cand, path):
+                continue
+        except OSError:
+            continue
+        if zipfile.is_zipfile(cand):
+            return cand
+    return None
+
+
+def _unreadable(path: Path, reason: str) -> CheckpointError:
+    """The error for a checkpoint file that cannot be loaded, with an intact sibling to use if there is one."""
+    alt = _intact_sibling(path)
+    fix = (f"An earlier checkpoint beside it looks intact: {alt} (train: --resume {alt}; eval/predict: "
+           f"--checkpoint {alt})" if alt else "Use another checkpoint, or retrain")
+    return CheckpointError(f"{path}: {reason}. {fix}")
+
+
+def _load_file(path: Path) -> dict:
+    """``torch.load(weights_only=True)`` with a reason a person can act on when the file is not a checkpoint."""
+    size = path.stat().st_size
+    if size == 0:
+        raise _unreadable(path, "the file is empty (0 bytes): not a checkpoint; a copy or save was cut off")
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    if not head.startswith(b"PK") and not head.startswith(b"\x80"):
+        kind = "text" if all(32 <= b < 127 or b in (9, 10, 13) for b in head) else "data"
+        raise _unreadable(path, f"not a PyTorch checkpoint (it starts with {head!r}: {kind}, not a torch zip "
+                                "archive); was another file renamed to .pt?")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle errors, truncated zip, non-plain objects
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = f"holds objects other than tensors and plain data, refused by torch.load(weights_only=True): {first}"
+        else:
+            reason = f"damaged or truncated ({type(exc).__name__}: {first}), size {size} bytes"
+        raise _unreadable(path, reason) from exc
 
 
 def read_checkpoint(path: str | Path) -> dict:
@@ -74,10 +126,7 @@ def read_checkpoint(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # pickle errors, truncated zip, non-plain objects
-        raise CheckpointError(f"{path}: cannot be read with torch.load(weights_only=True): {exc}") from exc
+    ckpt = _load_file(path)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a vla-flow policy checkpoint (top level is {type(ckpt).__name__})")
     for key in REQUIRED:
@@ -126,7 +175,21 @@ def load_policy(path: str | Path, device: str | torch.device = "cpu") -> FlowPol
     _check_state(path, policy.state_dict(), state, includes_encoder)
     if not includes_encoder:
         _check_fingerprint(path, ckpt["provenance"], policy.provenance)
+    check_finite_state(path, state)
     policy.load_state_dict(state, strict=includes_encoder)
     if torch.isnan(policy.normalizer.actions_mean).any():
         raise CheckpointError(f"{path}: normalization stats were never set before saving (NaN buffers)")
+    policy.checkpoint_path = str(path)  # named by policy/guard.py if an output is ever not finite
     return policy.to(device).eval()
+
+
+def check_finite_state(path: Path, state: dict) -> None:
+    """Every floating tensor of ``state`` finite, except the normalizer (checked apart: NaN means unset)."""
+    bad = [k for k, v in state.items() if torch.is_tensor(v) and v.is_floating_point()
+           and not k.startswith("normalizer.") and not bool(torch.isfinite(v).all())]
+    if bad:
+        alt = _intact_sibling(Path(path))
+        raise CheckpointError(
+            f"{path}: weight '{bad[0]}'" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+            + " holds NaN or inf values; the run that saved it diverged or the file was damaged. "
+            + (f"Try an earlier checkpoint, e.g. {alt}, or retrain" if alt else "Use an earlier checkpoint or retrain"))

@@ -28,7 +28,12 @@ def _run(args: argparse.Namespace) -> int:
     if args.out is None and len(args.dirs) > 1:
         raise UserError("several DIRs given: pass --out OUT for the combined report")
     out = Path(args.out if args.out is not None else args.dirs[0])
-    table = make_report([Path(d) for d in args.dirs], out)
+    from vla_flow.io import check_output_dir, disk_errors
+
+    if args.out is not None or Path(args.dirs[0]).is_dir():  # a missing DIR is reported by make_report
+        check_output_dir(out, "--out" if args.out is not None else "DIR")
+    with disk_errors(out):
+        table = make_report([Path(d) for d in args.dirs], out)
     print(format_table(table))
     print("\nwrote " + ", ".join(str(out / name) for name in OUTPUTS))
     return 0

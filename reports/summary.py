@@ -55,7 +55,7 @@ def _read_episodes(directory: Path) -> pd.DataFrame:
     except Exception as exc:  # pyarrow raises several types for truncated/garbled files
         raise UserError(
             f"cannot read {path}: {type(exc).__name__}: {exc}. The file is corrupt or not parquet; "
-            f"rerun `vla-flow eval` into this directory (it resumes from finished episodes) "
+            f"rerun `vla-flow eval` into this directory (it moves the file aside and reruns its episodes) "
             f"or restore the file") from exc
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:

@@ -96,7 +96,7 @@ def find_resume(resume: str | None, out: Path) -> Path | None:
 
 def resume_state(resume: str | None, out: Path, policy, opt, sched, device) -> dict:
     """Load model/optimizer/scheduler/RNG from the resume checkpoint; {"step": 0} for a fresh run."""
-    from policy.checkpoint import read_checkpoint
+    from policy.checkpoint import check_finite_state, read_checkpoint
 
     path = find_resume(resume, out)
     for stale in ckpt_dir(out).glob(".*.tmp"):  # left by a process killed mid-write (SIGKILL skips cleanup)
@@ -104,6 +104,7 @@ def resume_state(resume: str | None, out: Path, policy, opt, sched, device) -> d
     if path is None:
         return {"step": 0}
     ckpt = read_checkpoint(path)
+    check_finite_state(path, ckpt["state_dict"])
     extra = ckpt.get("extra", {})
     for key in ("optimizer", "scheduler", "step", "rng"):
         if key not in extra:

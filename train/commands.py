@@ -31,15 +31,37 @@ def split_data_and_overrides(data: list[str], overrides: list[str]) -> tuple[lis
 
 
 def run(args) -> int:
+    """Checks that need no data come first (config values, the run folder, its writer lock, the resume
+    checkpoint), so a bad value or a busy folder fails in seconds, not after the feature cache is built."""
     import json
     import os
 
-    from train.loop import train
-    from vla_flow.experiment import load_experiment
+    from vla_flow.io import check_output_dir, disk_errors
+    from vla_flow.lock import hold_folder
 
     data, overrides = split_data_and_overrides(args.data or [], args.overrides)
-    exp = load_experiment(args.config, overrides)
-    summary = train(exp, args.out, data_paths=data or None, resume=args.resume)
+    check_output_dir(args.out)
+    with hold_folder(args.out), disk_errors(args.out):  # rank 0 holds RUN's lock; only rank 0 writes there
+        from train.loop import train
+        from vla_flow.experiment import load_experiment
+
+        exp = load_experiment(args.config, overrides)
+        _check_resume(args.resume, args.out)
+
+        summary = train(exp, args.out, data_paths=data or None, resume=args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
         print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def _check_resume(resume, out) -> None:
+    """Refuse an existing run without --resume, and an unreadable or broken resume checkpoint, up front."""
+    from pathlib import Path
+
+    from train.checkpoints import find_resume
+
+    path = find_resume(resume, Path(out))
+    if path is not None:
+        from policy.checkpoint import check_finite_state, read_checkpoint
+
+        check_finite_state(path, read_checkpoint(path)["state_dict"])

@@ -6,7 +6,8 @@ that can apply image augmentation, ``augment: true``).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Literal, Optional
 
 
@@ -46,6 +47,12 @@ class TrainConfig:
     keep_last: int = 3  # step_<k>.pt files kept (0: keep all)
 
     def __post_init__(self):
+        for f in fields(self):  # nan passes every `x <= 0` check below, so refuse it (and inf) first
+            value = getattr(self, f.name)
+            for x in (value if isinstance(value, list) else [value]):
+                if isinstance(x, float) and not math.isfinite(x):
+                    raise ValueError(f"{f.name}: {value} is not a finite number; give a real value, e.g. "
+                                     f"{f.name}={_example(f)}")
         if not 0.0 <= self.val_fraction < 1.0:
             raise ValueError(f"val_fraction: {self.val_fraction} must be in [0, 1)")
         if self.augment and self.features != "on_the_fly":
@@ -66,3 +73,10 @@ class TrainConfig:
             raise ValueError(f"min_lr_ratio: {self.min_lr_ratio} must be in [0, 1]")
         if self.grad_clip <= 0:
             raise ValueError(f"grad_clip: {self.grad_clip} must be > 0")
+
+
+def _example(f) -> str:
+    """The field's default as an example value for an error message."""
+    if f.default is not MISSING:
+        return str(f.default)
+    return str(f.default_factory()) if f.default_factory is not MISSING else "..."

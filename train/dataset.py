@@ -16,6 +16,7 @@ past the end the last action is repeated and ``action_mask`` is 0 there (the los
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from dataclasses import dataclass, field
@@ -73,11 +74,13 @@ class DemoFile:
 
     def read_image(self, demo_idx: int, t: int) -> np.ndarray:
         """Raw stored frame (H, W, 3) uint8 (upside down), through a lazily opened handle."""
-        return self._h5()[C.H5_DATA][self.demos[demo_idx]][C.H5_OBS][self.image_key][t]
+        with _damaged(self.path, f"{self.demos[demo_idx]}/obs/{self.image_key}"):
+            return self._h5()[C.H5_DATA][self.demos[demo_idx]][C.H5_OBS][self.image_key][t]
 
     def read_demo_images(self, demo_idx: int) -> np.ndarray:
         """All raw frames of one demo, (T, H, W, 3) uint8."""
-        return self._h5()[C.H5_DATA][self.demos[demo_idx]][C.H5_OBS][self.image_key][()]
+        with _damaged(self.path, f"{self.demos[demo_idx]}/obs/{self.image_key}"):
+            return self._h5()[C.H5_DATA][self.demos[demo_idx]][C.H5_OBS][self.image_key][()]
 
     def _h5(self):
         import h5py
@@ -95,6 +98,19 @@ class DemoFile:
         state = dict(self.__dict__)
         state["_handle"] = None
         return state
+
+
+@contextlib.contextmanager
+def _damaged(path: Path, where: str):
+    """h5py's errors on a damaged file (RuntimeError/OSError/KeyError without the file name) -> DatasetError."""
+    try:
+        yield
+    except DatasetError:
+        raise
+    except (OSError, RuntimeError, KeyError) as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise DatasetError(f"{path}: damaged HDF5 file, {where} cannot be read ({type(exc).__name__}: {first}); "
+                           "restore the file from a good copy or regenerate it with `vla-flow demos`") from None
 
 
 def _fail(path: Path, where: str, problem: str) -> DatasetError:
@@ -179,7 +195,8 @@ def open_demo_file(path: str | Path, image_key: str = C.H5_AGENTVIEW) -> DemoFil
                        actions=[], joints=[], ee_pose=[], gripper=[],
                        bddl_file_name=bddl.decode() if isinstance(bddl, bytes) else str(bddl))
         for name in names:
-            T, shape, arrays = _read_demo(path, data[name], name, image_key)
+            with _damaged(path, name):
+                T, shape, arrays = _read_demo(path, data[name], name, image_key)
             if out.image_shape and shape != out.image_shape:
                 raise _fail(path, f"{name}/obs/{image_key}", f"frame shape {shape} differs from {out.image_shape}")
             out.image_shape = shape

@@ -28,9 +28,33 @@ class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message names the key and the fix."""
 
 
+def _similarity(key: str, name: str) -> float:
+    """How likely ``name`` is the key that ``key`` meant, in [0, 1].
+
+    The best of: whole-string similarity; an abbreviation (``learning_rate`` -> ``lr``: the initials of
+    the parts, or the key's first letters); a prefix (``max_step`` -> ``max_steps``); and the parts matched
+    one to one (``lerning_rate`` has the parts of ``learning rate`` misspelt, ``batchsize`` those of
+    ``batch_size`` glued)."""
+    k, n = key.lower(), name.lower()
+    ratio = difflib.SequenceMatcher(None, k, n).ratio()
+    parts = [x for x in k.replace("-", "_").split("_") if x]
+    initials = "".join(x[0] for x in parts)
+    scores = [ratio]
+    if len(parts) > 1 and initials == n.replace("_", ""):
+        scores.append(0.9)
+    if len(n) >= 3 and (k.startswith(n) or n.startswith(k)) and len(k) >= 3:
+        scores.append(0.8)
+    name_parts = [x for x in n.split("_") if x]
+    if len(parts) == len(name_parts) > 1:
+        scores.append(min(difflib.SequenceMatcher(None, a, b).ratio() for a, b in zip(parts, name_parts)))
+    if k.replace("_", "") == n.replace("_", ""):
+        scores.append(0.95)
+    return max(scores)
+
+
 def _suggest(key: str, valid: list[str]) -> str:
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.5)
-    hint = f" Did you mean '{close[0]}'?" if close else ""
+    best = max(valid, key=lambda v: (_similarity(key, v), v), default=None)
+    hint = f" Did you mean '{best}'?" if best is not None and _similarity(key, best) >= 0.6 else ""
     return f"{hint} Valid keys: {', '.join(sorted(valid))}."
 
 
