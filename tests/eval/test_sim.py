@@ -84,7 +84,7 @@ def test_same_actions_with_one_worker_and_all_renders(run2, ckpt, tmp_path):
     assert df1[cols].equals(df2[cols])
 
 
-def test_env_exception_is_recorded_and_dead_worker_is_retried(ckpt, tmp_path):
+def test_env_exception_is_recorded_and_dead_worker_is_retried(ckpt, tmp_path, capsys):
     faults = (FaultInjection("raise", at_step=2, attempts=(0, 1, 2), init_states=(0,)),
               FaultInjection("exit", at_step=3, attempts=(0,), init_states=(1,)))
     df = evaluate(small(flow_steps=[1], videos="none", max_error_fraction=1.0), ckpt, tmp_path, env_cfg=ENV,
@@ -92,6 +92,12 @@ def test_env_exception_is_recorded_and_dead_worker_is_retried(ckpt, tmp_path):
     by_init = df.set_index("init_state")
     assert by_init.loc[0, "status"] == "error" and "injected fault at step 2" in by_init.loc[0, "error"]
     assert by_init.loc[1, "status"] == "ok" and by_init.loc[1, "steps"] == STEPS  # retried on a new worker
+    # the retry is visible: in the table (attempts, last_worker_error) and in the log
+    assert by_init.loc[1, "attempts"] == 2 and by_init.loc[1, "last_worker_error"].startswith("died: ")
+    assert by_init.loc[0, "attempts"] == 1 and by_init.loc[0, "last_worker_error"].startswith("error: ")
+    assert "retrying episode task 0 init 1 N=1 seed 0 on a fresh worker (attempt 2 of 3)" in capsys.readouterr().err
+    on_disk = pd.read_parquet(tmp_path / "episodes.parquet").set_index("init_state")
+    assert on_disk.loc[1, "attempts"] == 2
 
 
 def test_resume_after_sigkill_keeps_finished_rows_and_runs_the_rest(ckpt, tmp_path):
