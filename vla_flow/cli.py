@@ -23,6 +23,8 @@ COMMAND_MODULES = [
     "vla_flow.quickstart",  # quickstart
     "vla_flow.dagger",    # dagger
     "vla_flow.bench",     # bench {all,env,demos,policy,train,eval}
+    "eval.offline",       # sweep-offline
+    "train.reflow_cli",   # reflow
 ]
 
 

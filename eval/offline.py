@@ -1,0 +1,187 @@
+"""``vla-flow sweep-offline``: how many flow steps N a checkpoint needs, measured on held-out demo frames
+in seconds, without the simulator.
+
+Per checkpoint, solver, time grid and N (on the frames of the checkpoint's validation split, with the
+cached frozen features, K noise draws per frame, the same noise for every N):
+- ``mse_demo``: action MSE (raw actions, clipped as ``predict`` clips them, chunk positions past an episode's
+  end masked) against the demonstrated chunk;
+- ``mse_ref``: the same against the reference solution from the same noise (Euler, ``--reference-steps``,
+  default 100): the integration error alone, 0 for a perfectly straight flow at any N;
+- ``straightness``: S = sum_k dt_k mean_d ((x1 - x0) - v(x_t_k, t_k))^2 along this N's own path
+  (``policy.flow.straightness``; normalized action space); at the reference N it is the flow's S of the
+  rectified-flow paper;
+- ``nfe`` (network calls) and ``flow_ms``: the median time of one single-row integration (what one policy
+  call in a rollout pays for the flow loop; the image encode is not included).
+Writes OUT/offline.csv, OUT/offline.png (errors against network calls, straightness against N) and
+OUT/offline.json (settings); prints the table.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+DEFAULT_STEPS = "1,2,4,8,16,20,50,100"
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("sweep-offline", help="offline N sweep: action error and flow straightness per N",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", required=True, nargs="+", action="extend", metavar="CKPT",
+                   help="checkpoint(s) from `vla-flow train` / `vla-flow reflow` (several: one line each)")
+    p.add_argument("--data", nargs="+", action="extend", default=None, metavar="FILE",
+                   help="the demo file(s) the checkpoint was trained on (default: from its run folder)")
+    p.add_argument("--out", required=True, help="folder for offline.csv, offline.png, offline.json")
+    p.add_argument("--flow-steps", dest="flow_steps", default=DEFAULT_STEPS, help=f"N list (default {DEFAULT_STEPS})")
+    p.add_argument("--solvers", default="euler", help="comma list of euler, midpoint (default euler)")
+    p.add_argument("--time-grids", dest="time_grids", default="uniform",
+                   help="comma list of uniform, cosine, early, late (default uniform)")
+    p.add_argument("--reference-steps", dest="reference_steps", type=int, default=100,
+                   help="Euler steps of the reference solution (default 100)")
+    p.add_argument("--max-frames", dest="max_frames", type=int, default=256, help="held-out frames (default 256)")
+    p.add_argument("--noise-samples", dest="noise_samples", type=int, default=2, help="noise draws per frame")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+
+
+def parse_settings(args) -> dict:
+    """Validated sweep settings from the CLI arguments (UserError naming the bad flag)."""
+    from eval.config import parse_int_list
+    from policy import flow
+    from vla_flow.errors import UserError
+
+    try:
+        steps = parse_int_list(args.flow_steps, "--flow-steps")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    solvers = [s for s in args.solvers.split(",") if s]
+    grids = [g for g in args.time_grids.split(",") if g]
+    try:
+        for n in steps + [args.reference_steps]:
+            flow.check_solver(n)
+        for s in solvers:
+            flow.check_solver(1, s)
+        for g in grids:
+            flow.check_solver(1, "euler", g)
+    except ValueError as exc:
+        raise UserError(f"sweep-offline: {exc} (e.g. --flow-steps 1,2,4 --solvers euler,midpoint)") from None
+    if args.max_frames < 1 or args.noise_samples < 1:
+        raise UserError("--max-frames and --noise-samples: expected positive integers")
+    return {"flow_steps": sorted(set(steps)), "solvers": solvers, "time_grids": grids,
+            "reference_steps": args.reference_steps, "max_frames": args.max_frames,
+            "noise_samples": args.noise_samples, "seed": args.seed}
+
+
+def _label(checkpoint: str) -> str:
+    p = Path(checkpoint).resolve()
+    return p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
+
+
+def _flow_ms(policy, cond, x0, n: int, solver: str, grid: str, reps: int = 5) -> float:
+    """Fastest of ``reps`` single-row integrations in ms (hoisted sampler included, as in ``predict``; the
+    minimum, not the median, because the CPU is shared and only the fastest run is free of other work)."""
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        policy.sample_normalized(cond[:1], n, x0[:1], solver, grid)
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(min(times))
+
+
+def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True) -> tuple[list[dict], dict]:
+    """Rows of the sweep for one checkpoint, and a dict saying which frames were used."""
+    import numpy as np
+    import torch
+
+    from policy import flow
+    from policy.checkpoint import load_policy
+    from train.reflow import frame_conditions, load_checkpoint_data
+
+    _, data, _, matches = load_checkpoint_data(checkpoint, data_paths)
+    policy = load_policy(checkpoint)
+    held_out = matches and data.val is not None
+    table = data.val if held_out else data.train  # files it never saw: any frames are held out
+    rows = np.unique(np.linspace(0, len(table) - 1, min(s["max_frames"], len(table))).round().astype(np.int64))
+    with torch.no_grad():
+        cond, arrays = frame_conditions(policy, data, table, rows)
+        k = s["noise_samples"]
+        frame = torch.arange(cond.shape[0]).repeat_interleave(k)
+        x0 = torch.randn((len(frame), policy.cfg.chunk_size, policy.cfg.action_dim),
+                         generator=torch.Generator().manual_seed(s["seed"]))
+        c, demo, mask = cond[frame], arrays["actions"][frame], arrays["action_mask"][frame][..., None]
+
+        def raw(x):
+            return policy.normalizer.unnormalize("actions", x).clamp(-1.0, 1.0)
+
+        def mse(a, b):
+            return float(((a - b).pow(2) * mask).sum() / (mask.sum() * a.shape[-1]))
+
+        ref = raw(policy.sample_normalized(c, s["reference_steps"], x0, "euler", "uniform"))
+        out = []
+        for solver in s["solvers"]:
+            for grid in s["time_grids"]:
+                for n in s["flow_steps"]:
+                    record: list = []
+                    x1 = policy.sample_normalized(c, n, x0, solver, grid, record=record)
+                    out.append({"checkpoint": _label(checkpoint), "solver": solver, "time_grid": grid, "N": n,
+                                "nfe": flow.nfe(n, solver), "mse_demo": mse(raw(x1), demo),
+                                "mse_ref": mse(raw(x1), ref),
+                                "straightness": float(flow.straightness(x0, x1, record).mean()),
+                                "flow_ms": _flow_ms(policy, c, x0, n, solver, grid)})
+    used = {"checkpoint": str(checkpoint), "frames": int(len(rows)), "samples": int(len(frame)),
+            "split": "validation" if held_out else "all frames of files it was not trained on",
+            "data": [str(df.path) for df in data.files]}
+    return out, used
+
+
+def plot(df, path: Path) -> Path:
+    """Three panels: MSE vs demo and vs reference against network calls (log-log), straightness against N."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vla_flow.io import atomic_path
+
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    for i, ((ck, solver, grid), g) in enumerate(df.groupby(["checkpoint", "solver", "time_grid"], sort=False)):
+        label = f"{ck} {solver}" + ("" if grid == "uniform" else f" {grid}")
+        kw = {"marker": "o", "ms": 4, "color": f"C{i % 10}", "label": label}
+        axes[0].plot(g["nfe"], g["mse_demo"], **kw)
+        axes[1].plot(g["nfe"], g["mse_ref"].clip(lower=1e-9), **kw)
+        axes[2].plot(g["N"], g["straightness"].clip(lower=1e-9), **kw)
+    titles = ("action MSE vs demonstration", "action MSE vs reference (integration error)",
+              "straightness S along the path")
+    for ax, title, xl in zip(axes, titles, ("network calls", "network calls", "solver steps N")):
+        ax.set_xscale("log")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel(xl, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+    axes[1].set_yscale("log")
+    axes[2].set_yscale("log")
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+    plt.close(fig)
+    return path
+
+
+def run(args) -> int:
+    import pandas as pd
+
+    from vla_flow.io import atomic_write_json, atomic_write_text, check_output_dir
+
+    s = parse_settings(args)
+    out = check_output_dir(args.out)
+    rows, used = [], []
+    for ck in args.checkpoint:
+        r, u = sweep_checkpoint(ck, args.data, s)
+        rows += r
+        used.append(u)
+    df = pd.DataFrame(rows)
+    atomic_write_text(out / "offline.csv", df.to_csv(index=False))
+    atomic_write_json(out / "offline.json", {"settings": s, "checkpoints": used})
+    plot(df, out / "offline.png")
+    with pd.option_context("display.width", 160, "display.float_format", "{:.5g}".format):
+        print(df.to_string(index=False))
+    print(f"wrote {out}/offline.csv, offline.png, offline.json")
+    return 0
