@@ -1,8 +1,14 @@
-"""The speed/quality plot: success rate (Wilson 95% interval) against median policy latency, per N.
+"""The speed/quality plot: success rate (Wilson 95% interval) against the flow-loop time per call, per N.
 
-One panel per task plus an "all tasks" panel first; in each panel one point per flow-step count N,
-labelled "N=...", joined in N order so the trade-off curve reads left (fast) to right (slow). With several
-runs each run gets its own colour. Matplotlib's Agg backend: no display needed.
+The speed axis is what N changes: the in-rollout flow loop (``flow_ms`` of the summary, the median over
+episodes of each episode's mean ``flow_ms_mean``), on a log scale. The whole call (image encode included,
+``policy_ms_p50``) is written beside each point ("N=5 | 63 ms"): it is dominated by the image encode and
+machine noise (N=10 plotted faster than N=5 when the total was the axis). Tables without ``flow_ms`` fall
+back to the total on the axis.
+
+One panel per task plus an "all tasks" panel first; in each panel one point per flow-step count N, joined in
+N order so the trade-off curve reads left (fast) to right (slow). With several runs (e.g. a checkpoint, its
+reflow, another solver) each run gets its own colour and its own labels. Matplotlib's Agg backend.
 """
 from __future__ import annotations
 
@@ -17,7 +23,7 @@ from vla_flow.io import atomic_path
 COLS = 4
 
 
-def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
+def _panel(ax, rows: pd.DataFrame, title: str, colors: dict, xcol: str) -> None:
     if not (rows["n_valid"] > 0).any():
         ax.text(0.5, 0.5, "no valid episodes", ha="center", va="center", transform=ax.transAxes,
                 color="0.4", fontsize=9)
@@ -27,17 +33,16 @@ def _panel(ax, rows: pd.DataFrame, title: str, colors: dict) -> None:
         g = g[g["n_valid"] > 0]
         if g.empty:
             continue
-        x, y = g["policy_ms_p50"], 100 * g["success_rate"]
+        x, y = g[xcol], 100 * g["success_rate"]
         err = [100 * (g["success_rate"] - g["ci_low"]), 100 * (g["ci_high"] - g["success_rate"])]
         color = colors.get(run, "C0")
         ax.errorbar(x, y, yerr=err, fmt="-o", color=color, ms=5, lw=1.2, capsize=3, alpha=0.9,
                     label=run)
-        if k > 0:
-            continue  # several runs share the same N: label the first run's points only
-        for i, (xi, yi, n) in enumerate(zip(x, y, g["flow_steps"])):
-            # alternate above/below so labels of neighbouring N (close latencies) do not overlap
-            ax.annotate(f"N={n}", (xi, yi), textcoords="offset points", xytext=(5, 5 if i % 2 else -11),
-                        fontsize=8, color=color)
+        for i, (xi, yi, n, total) in enumerate(zip(x, y, g["flow_steps"], g["policy_ms_p50"])):
+            # alternate above/below (and shift each run) so labels of neighbouring points do not overlap
+            label = f"N={n}" if xcol == "policy_ms_p50" else f"N={n} | {total:.0f} ms"
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(5, (5 if i % 2 else -11) - 9 * k),
+                        fontsize=7, color=color)
     ax.set_title(title, fontsize=8.5, fontweight="bold" if title == ALL_TASKS else "normal")
     ax.set_ylim(-5, 110)
     ax.margins(x=0.18)
@@ -59,13 +64,22 @@ def speed_quality_plot(table: pd.DataFrame, path: str | Path) -> Path:
     fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 3.3 * rows + 0.7), squeeze=False,
                              sharex=True, sharey=True)
     short, common = short_task_names(tasks)
+    xcol = "flow_ms" if "flow_ms" in table.columns and table["flow_ms"].notna().any() else "policy_ms_p50"
     for ax, task in zip(axes.flat, tasks):
-        _panel(ax, table[table["task"] == task], _wrap(short[task]), colors)
+        _panel(ax, table[table["task"] == task], _wrap(short[task]), colors, xcol)
+        if xcol == "flow_ms":
+            from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
     for ax in list(axes.flat)[len(tasks):]:
         ax.set_visible(False)
     for ax in list(axes.flat)[: len(tasks)]:
         ax.tick_params(labelbottom=True, labelleft=True)  # shared axes, but every panel labelled
-    fig.supxlabel("median policy latency per call (ms)", fontsize=9)
+    fig.supxlabel("flow loop per call (ms, in rollout; log scale); labels: N | whole call incl. image encode (median ms)"
+                  if xcol == "flow_ms" else "median policy latency per call (ms)", fontsize=9)
     fig.supylabel("success rate (%)", fontsize=9)
     if len(runs) > 1:
         handles, labels = axes.flat[0].get_legend_handles_labels()

@@ -38,7 +38,7 @@ REQUIRED_COLUMNS = [
 ]
 ALL_TASKS = "(all tasks)"
 STAT_COLUMNS = ["n", "n_error", "n_valid", "successes", "success_rate", "ci_low", "ci_high", "steps_mean",
-                "steps_median", "policy_ms_p50", "policy_ms_p95", "episodes_per_min"]
+                "steps_median", "policy_ms_p50", "policy_ms_p95", "flow_ms", "episodes_per_min"]
 
 
 def _read_episodes(directory: Path) -> pd.DataFrame:
@@ -131,6 +131,7 @@ def _group_stats(g: pd.DataFrame) -> dict:
         "steps_median": float(wins["steps"].median()) if k else NAN,
         "policy_ms_p50": float(valid["policy_ms_p50"].median()) if n_valid else NAN,
         "policy_ms_p95": float(valid["policy_ms_p95"].median()) if n_valid else NAN,
+        "flow_ms": float(valid["flow_ms_mean"].median()) if n_valid else NAN,  # the flow loop alone (what N changes)
         "episodes_per_min": 60.0 * len(g) / wall if wall > 0 else NAN,
     }
 
