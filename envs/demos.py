@@ -38,7 +38,7 @@ from envs.expert import UNSOLVABLE_IN_THIS_BUILD, PickPlaceExpert, parse_goal, r
 from vla_flow.errors import UserError
 from vla_flow.io import atomic_path
 
-GEN_ATTR = "vla_flow"  # data.attrs[GEN_ATTR]: JSON with generation settings + failure ledger
+GEN_ATTR = C.H5_GENERATION  # data.attrs[GEN_ATTR]: JSON with generation settings + failure ledger
 
 
 @dataclass(frozen=True)
@@ -269,7 +269,7 @@ def _check_same_settings(out: Path, header: dict) -> None:
 
     if not out.is_file():
         return
-    keys = ("suite", "task_index", "layouts", "seed", "first_init_state", "settle_steps", "source")
+    keys = ("suite", "task_index", "layouts", "seed", "first_init_state", "settle_steps", "source", "env")
     try:
         with h5py.File(out, "r") as fh:
             old = json.loads(fh["data"].attrs[GEN_ATTR])

@@ -20,20 +20,27 @@ def register(subparsers) -> None:
         "resumes: finished episodes are kept and only missing ones run.",
     )
     p.add_argument("--inspect", metavar="FILE", help="validate FILE and print its summary, then exit")
-    p.add_argument("--suite", default="libero_spatial", help="LIBERO suite (the expert targets libero_spatial)")
-    p.add_argument("--task", default="0", help="task index or benchmark name (see `vla-flow tasks`)")
-    p.add_argument("--episodes", type=int, default=50, help="episodes to run (failures are not kept)")
+    p.add_argument("--config", help="experiment YAML or preset (its env: and demos: sections); flags override it")
+    p.add_argument("--suite", help="LIBERO suite (default libero_spatial; the expert targets libero_spatial)")
+    p.add_argument("--task", help="task index or benchmark name (see `vla-flow tasks`), a list such as 0-9, "
+                   "or all: one file per task (default: the config's env.task, else 0)")
+    p.add_argument("--episodes", type=int, help="episodes per task (failures are not kept; default 50)")
     p.add_argument("--out", default="data/demos", help="output folder (default: data/demos)")
-    p.add_argument("--workers", type=int, default=2, help="worker processes, one env each (default 2)")
-    p.add_argument("--layouts", choices=["official", "random"], default="official",
-                   help="official: episode i starts from init state (K + i) %% 50; random: fresh layouts "
-                   "sampled by LIBERO from the BDDL regions with --seed (keeps the 50 official ones held out)")
-    p.add_argument("--seed", type=int, default=0, help="base seed of --layouts random (episode i: seed*1e6 + i)")
-    p.add_argument("--first-init-state", type=int, default=0, help="K in the official init-state order")
-    p.add_argument("--fast-render", action="store_true",
+    p.add_argument("--workers", type=int, help="worker processes, one env each (default 2)")
+    p.add_argument("--layouts", choices=["official", "random"],
+                   help="official (default): episode i starts from init state (K + i) %% 50; random: fresh "
+                   "layouts sampled by LIBERO from the BDDL regions with --seed (keeps the 50 official ones held out)")
+    p.add_argument("--seed", type=int, help="base seed of --layouts random (episode i: seed*1e6 + i; default 0)")
+    p.add_argument("--first-init-state", dest="first_init_state", type=int,
+                   help="K in the official init-state order (default 0)")
+    p.add_argument("--fast-render", dest="fast_render", action="store_true", default=None,
                    help="no MSAA/shadows/reflections (~2x faster on CPU; evaluate with the same setting)")
+    p.add_argument("--camera-size", dest="camera_size", type=int,
+                   help="camera height = width in px (default 128, as LIBERO's datasets; evaluate with the same)")
     p.add_argument("--dry-run", action="store_true",
                    help="measure the expert only: cameras off, nothing written, print the table")
+    p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                   help="dotted overrides of the config, e.g. demos.episodes=10 env.render.camera_size=96")
     p.set_defaults(func=run_demos)
 
 
@@ -55,16 +62,42 @@ def run_demos(args: argparse.Namespace) -> int:
             check_output_dir(args.out)
             stack.enter_context(hold_folder(args.out))  # one writer per folder, for the whole run
             stack.enter_context(disk_errors(args.out))
-        from envs.config import DemoConfig, EnvConfig, RenderConfig
-        from envs.demos import generate_demos
+        from dataclasses import replace
 
-        try:
-            cfg = DemoConfig(episodes=args.episodes, layouts=args.layouts, seed=args.seed, workers=args.workers,
-                             first_init_state=args.first_init_state)
-            env_cfg = EnvConfig(suite=args.suite, task=int(args.task) if args.task.isdigit() else args.task,
-                                reset="soft", render=RenderConfig(fast=args.fast_render))
-        except ValueError as exc:
-            raise UserError(f"demos: {exc}") from None
-        report = generate_demos(cfg, env_cfg, args.out, record=not args.dry_run)
-    print(report.table())
+        from envs.demos import generate_demos
+        from envs.tasks import resolve_tasks
+
+        exp = demo_experiment(args)
+        reports = []
+        for task in resolve_tasks(exp.env.suite, exp.env.task):  # one file per task, in config order
+            env_cfg = replace(exp.env, task=task.index)
+            reports.append(generate_demos(exp.demos, env_cfg, args.out, record=not args.dry_run))
+    for i, report in enumerate(reports):
+        table = report.table()
+        print(table if i == 0 else "\n".join(table.splitlines()[1:]))
     return 0
+
+
+FLAG_OVERRIDES = {"suite": "env.suite", "task": "env.task", "episodes": "demos.episodes",
+                  "workers": "demos.workers", "layouts": "demos.layouts", "seed": "demos.seed",
+                  "first_init_state": "demos.first_init_state", "fast_render": "env.render.fast",
+                  "camera_size": "env.render.camera_size"}
+
+
+def demo_experiment(args: argparse.Namespace):
+    """The experiment config of a demos run: ``--config`` (or the defaults, with soft resets) plus the
+    KEY=VALUE overrides, then the flags, which are shortcuts for overrides. Bad values raise UserError."""
+    import yaml
+
+    from vla_flow.experiment import load_experiment
+
+    overrides = [] if args.config else ["env.reset=soft"]
+    overrides += list(getattr(args, "overrides", None) or [])
+    for flag, key in FLAG_OVERRIDES.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            text = value if isinstance(value, str) else yaml.safe_dump(value).splitlines()[0]
+            overrides.append(f"{key}={text}")
+    return load_experiment(args.config, overrides)
+
+

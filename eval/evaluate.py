@@ -268,8 +268,11 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     done = store.finished()
     index = {k: i for i, k in enumerate(plan.grid)}
     todo = [k for k in mine if (k.task_index, k.init_state, k.flow_steps, k.seed) not in done]
+    t_run = time.perf_counter()
     if todo:
         _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, faults, progress)
+        if rank == 0:
+            _add_elapsed(out_dir, time.perf_counter() - t_run)
     if world > 1:
         import torch.distributed as dist
 
@@ -281,6 +284,19 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     if rank == 0 and progress:
         print(summary_text(df))
     return df
+
+
+def _add_elapsed(out_dir, seconds: float) -> None:
+    """Add this invocation's rollout wall time to ``run.json``'s ``elapsed_s`` (summed over resumes), the
+    denominator of the run's measured throughput (``python -m reports.throughput DIR``)."""
+    import json
+
+    from vla_flow.io import atomic_write_json
+
+    path = Path(out_dir) / "run.json"
+    meta = json.loads(path.read_text()) if path.is_file() else {}
+    meta["elapsed_s"] = round(float(meta.get("elapsed_s") or 0.0) + seconds, 3)
+    atomic_write_json(path, meta)
 
 
 def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress) -> None:

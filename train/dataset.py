@@ -66,6 +66,9 @@ class DemoFile:
     gripper: list[np.ndarray]  # (T, 2) f32
     image_shape: tuple = ()
     bddl_file_name: str = ""
+    # Our generation settings (data.attrs["vla_flow"] JSON: suite, task_index, settle_steps, env.render ...);
+    # {} for official LIBERO files. Training checks that files and config agree on them (train/data.py).
+    generation: dict = field(default_factory=dict)
     _handle: object = field(default=None, repr=False)
 
     @property
@@ -170,6 +173,18 @@ def _read_demo(path: Path, demo, name: str, image_key: str) -> tuple[int, tuple,
     return T, tuple(img.shape[1:]), arrays
 
 
+def _read_generation(data) -> dict:
+    """Our generation settings JSON, or {} (official LIBERO files have none; unreadable JSON counts as none)."""
+    raw = data.attrs.get(C.H5_GENERATION, None)
+    if raw is None:
+        return {}
+    try:
+        gen = json.loads(raw.decode() if isinstance(raw, bytes) else str(raw))
+    except ValueError:
+        return {}
+    return gen if isinstance(gen, dict) else {}
+
+
 def open_demo_file(path: str | Path, image_key: str = C.H5_AGENTVIEW) -> DemoFile:
     """Open and validate one HDF5 file; raise ``DatasetError`` naming file, demo and key on any problem."""
     import h5py
@@ -193,7 +208,8 @@ def open_demo_file(path: str | Path, image_key: str = C.H5_AGENTVIEW) -> DemoFil
         bddl = data.attrs.get("bddl_file_name", "")
         out = DemoFile(path=path, image_key=image_key, instruction=instruction, demos=names, lengths=[],
                        actions=[], joints=[], ee_pose=[], gripper=[],
-                       bddl_file_name=bddl.decode() if isinstance(bddl, bytes) else str(bddl))
+                       bddl_file_name=bddl.decode() if isinstance(bddl, bytes) else str(bddl),
+                       generation=_read_generation(data))
         for name in names:
             with _damaged(path, name):
                 T, shape, arrays = _read_demo(path, data[name], name, image_key)

@@ -68,19 +68,16 @@ def run(args: argparse.Namespace) -> int:
     if cfg.policy.vision.pretrained == "none":
         print("  WARNING: CLIP encoders are RANDOM-INIT (no weights can be downloaded here); "
               "results are recorded as such in the checkpoint and the report.")
-    timings = {"demos": 0.0}
+    timings = {}
     demo_dir = out / "demos"
-    data = []
-    for task in tasks:  # one file per task: <task name>_demo.hdf5
-        timings["demos"] += _stage(f"demos (task {task.index})", [
-            "demos", "--suite", cfg.env.suite, "--task", str(task.index), "--episodes", str(cfg.demos.episodes),
-            "--out", str(demo_dir), "--workers", str(cfg.demos.workers), "--layouts", cfg.demos.layouts,
-            "--seed", str(cfg.demos.seed), "--first-init-state", str(cfg.demos.first_init_state),
-            *(["--fast-render"] if cfg.env.render.fast else [])])
-        path = demo_dir / f"{task.name}_demo.hdf5"
-        if not path.is_file():
-            raise UserError(f"no demonstration file was written for task {task.index} under {demo_dir}")
-        data.append(path)
+    # One demos command for every task of env.task (one file per task), reading the same config and
+    # overrides as training and evaluation, so camera size, render mode and settle steps cannot drift.
+    timings["demos"] = _stage("demos", ["demos", "--config", str(cfg_path), "--out", str(demo_dir), *overrides])
+    data = [demo_dir / f"{task.name}_demo.hdf5" for task in tasks]
+    missing = [str(p) for p in data if not p.is_file()]
+    if missing:
+        raise UserError(f"no demonstration file was written for {', '.join(missing)}; rerun the same "
+                        "quickstart command (finished episodes are kept)")
     timings["train"] = _stage("train", [
         "train", "--config", str(cfg_path), "--out", str(out / "train"), "--resume", "auto",
         *[a for d in data for a in ("--data", str(d))], *overrides])

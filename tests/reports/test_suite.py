@@ -29,3 +29,17 @@ def test_suite_row_equals_pooled_counts():
 def test_published_figures_are_per_suite():
     assert {p.method for p in published_for("libero_spatial")} >= {"OpenVLA", "pi0", "OpenVLA-OFT"}
     assert published_for("libero_spatial_swap") == []
+
+
+def test_throughput_floor_is_the_work_over_the_cores():
+    from reports.throughput import throughput_table
+
+    df = episode_rows(inits=range(3), flow_steps=(1, 10))
+    df["env_ms_mean"], df["encode_ms_mean"], df["flow_ms_mean"] = 50.0, 200.0, 10.0
+    df["steps"], df["policy_calls"] = 100, 10
+    n = len(df)
+    work = n * (100 * 0.05 + 10 * 0.2 + 10 * 0.01)  # s
+    table = throughput_table(df, cores=2, wall_s=work).set_index("what")
+    assert table.loc["physics + render", "seconds"] == pytest.approx(n * 5.0)
+    assert table.loc["floor: work / 2 cores", "seconds"] == pytest.approx(work / 2)
+    assert table.loc["this run (wall clock)", "of_floor"] == pytest.approx(0.5)  # took twice the floor

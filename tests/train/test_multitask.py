@@ -104,3 +104,19 @@ def test_eval_refuses_tasks_the_checkpoint_never_trained_on():
         check_trained_tasks(ckpt, "c.pt", EvalConfig(tasks=[0, 3]), [TASKS[0], TASKS[3]])
     check_trained_tasks(ckpt, "c.pt", EvalConfig(tasks=[3], allow_task_transfer=True), [TASKS[3]])
     check_trained_tasks({"extra": {}}, "c.pt", EvalConfig(tasks=[3]), [TASKS[3]])  # records nothing
+
+
+def test_eval_refuses_other_render_settings_than_the_checkpoints():
+    from envs.config import EnvConfig, RenderConfig
+    from eval.config import EvalConfig
+    from eval.evaluate import check_trained_settings
+
+    ckpt = {"extra": {"experiment": {"env": {"suite": "libero_spatial", "task": 0, "settle_steps": 10,
+                                             "render": {"fast": True, "camera_size": 128}}}}}
+    same = EnvConfig(render=RenderConfig(fast=True))
+    check_trained_settings(ckpt, "c.pt", EvalConfig(), same)
+    other = EnvConfig(render=RenderConfig(fast=True, camera_size=96))
+    with pytest.raises(UserError, match=r"render.camera_size: checkpoint 128, evaluation 96.*"
+                                        r"env.render.camera_size=128"):
+        check_trained_settings(ckpt, "c.pt", EvalConfig(), other)
+    check_trained_settings(ckpt, "c.pt", EvalConfig(allow_setting_mismatch=True), other)  # warns only
