@@ -4,7 +4,24 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal, Optional, Union
 
-SUITES = ("libero_spatial", "libero_object", "libero_goal", "libero_10", "libero_90")
+
+
+def check_suite_name(suite: str) -> None:
+    """ValueError unless ``suite`` can run. The suites come from the installed benchmark, never from a list
+    here (``envs.tasks.working_suites``): every registered suite whose BDDL and init-state files exist, the
+    LIBERO-PRO variants included. The five original suites (the protocol's step-limit table) pass without
+    importing LIBERO, so loading a config stays instant; any other name asks the benchmark (~1 s, cached)."""
+    from envs.conventions import STEP_LIMITS
+
+    if suite in dict.keys(STEP_LIMITS):
+        return
+    from envs.tasks import check_suite
+    from vla_flow.errors import UserError
+
+    try:
+        check_suite(suite)
+    except UserError as exc:
+        raise ValueError(f"suite: {exc}") from None
 
 
 @dataclass
@@ -30,7 +47,9 @@ class EnvConfig:
     """Which LIBERO task, and how episodes start and end (openpi/OpenVLA protocol by default)."""
 
     suite: str = "libero_spatial"
-    task: Union[int, str] = 0  # index in the suite, or the task name from the benchmark
+    # Index in the suite or the task name from the benchmark; for multi-task training also a list of them,
+    # a range string ("0-4,7") or "all" (envs.tasks.resolve_tasks reads every form).
+    task: Union[int, str, list[Union[int, str]]] = 0
     settle_steps: int = 10  # no-op steps after reset, as the LIBERO evaluation protocol does
     max_steps: Optional[int] = None  # None: the suite's protocol limit (envs.conventions.STEP_LIMITS)
     # "hard": robosuite rebuilds model, sim and GL context every reset (LIBERO's default, slow);
@@ -39,8 +58,7 @@ class EnvConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
 
     def __post_init__(self):
-        if self.suite not in SUITES:
-            raise ValueError(f"suite: unknown '{self.suite}'; valid: {', '.join(SUITES)}")
+        check_suite_name(self.suite)
         if self.settle_steps < 0:
             raise ValueError(f"settle_steps: {self.settle_steps} must be >= 0")
         if self.max_steps is not None and self.max_steps <= 0:

@@ -33,13 +33,38 @@ CONTROL_HZ = 20  # LIBERO's ControlEnv(control_freq=20)
 SETTLE_STEPS = 10  # no-op steps after reset (openpi/OpenVLA `num_steps_wait = 10`): objects drop onto the table
 # Max policy steps per episode after the settle steps (openpi `examples/libero/main.py`, OpenVLA
 # `run_libero_eval.py`; LeRobot uses 280 for spatial). Recorded in every output.
-STEP_LIMITS = {
+class _StepLimits(dict):
+    """The five protocol limits; any other suite looks up its base suite (``STEP_LIMITS[suite]`` works for
+    ``libero_spatial_swap`` too, so callers need no special case). A suite with no base raises UserError."""
+
+    def __missing__(self, suite: str) -> int:
+        return step_limit(suite)
+
+
+STEP_LIMITS = _StepLimits({
     "libero_spatial": 220,
     "libero_object": 280,
     "libero_goal": 300,
     "libero_10": 520,
     "libero_90": 400,
-}
+})
+
+
+def base_suite(suite: str) -> str | None:
+    """The original LIBERO suite a (LIBERO-PRO) variant perturbs: the longest ``STEP_LIMITS`` key ``k`` with
+    ``suite == k`` or ``suite`` starting with ``k + "_"`` (``libero_spatial_with_mug`` -> ``libero_spatial``,
+    ``libero_10_lan`` -> ``libero_10``); None when there is none (``libero_100``, ``libero_mine``)."""
+    hits = [k for k in dict.keys(STEP_LIMITS) if suite == k or suite.startswith(k + "_")]
+    return max(hits, key=len) if hits else None
+
+
+def step_limit(suite: str) -> int:
+    """Max policy steps for ``suite``: its base suite's protocol limit (a perturbation keeps the task's length)."""
+    base = base_suite(suite)
+    if base is None:
+        raise UserError(f"suite '{suite}' has no protocol step limit: it is not a variant of "
+                        f"{', '.join(dict.keys(STEP_LIMITS))}; pass --max-steps (eval.max_steps / env.max_steps)")
+    return dict.__getitem__(STEP_LIMITS, base)
 GRIPPER_OPEN = -1.0
 GRIPPER_CLOSE = 1.0
 # The LIBERO evaluation no-op: no motion, gripper open.
@@ -73,6 +98,7 @@ H5_DONES = "dones"
 H5_REWARDS = "rewards"
 H5_STATES = "states"  # (T, nq + nv + 1) flattened MuJoCo state
 H5_ROBOT_STATES = "robot_states"
+H5_GENERATION = "vla_flow"  # data.attrs[...]: JSON of our generation settings (suite, task, render, settle steps)
 # raw env observation key -> HDF5 obs key
 H5_OBS_FROM_ENV = {
     OBS_AGENTVIEW: H5_AGENTVIEW,

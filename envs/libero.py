@@ -30,7 +30,7 @@ import numpy as np
 from envs import conventions as C
 from envs.config import EnvConfig
 from envs.render import apply_render_settings, render_metadata
-from envs.tasks import TaskSpec, list_tasks, load_init_states, resolve_task  # noqa: F401 (re-exported)
+from envs.tasks import TaskSpec, list_tasks, load_init_states, resolve_task, resolve_tasks  # noqa: F401 (re-exported)
 from vla_flow.errors import UserError
 
 # MuJoCo warnings that mean the integration blew up (MuJoCo then silently resets mjData).

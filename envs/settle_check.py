@@ -32,7 +32,7 @@ import time
 import numpy as np
 
 from envs import conventions as C
-from envs.config import SUITES, EnvConfig, RenderConfig
+from envs.config import EnvConfig, RenderConfig
 from vla_flow.io import atomic_write_json
 
 
@@ -41,6 +41,21 @@ def tilt_deg(quat_xyzw: np.ndarray) -> float:
     x, y, z, w = np.asarray(quat_xyzw, dtype=np.float64) / np.linalg.norm(quat_xyzw)
     zz = 1.0 - 2.0 * (x * x + y * y)  # R[2, 2]
     return float(np.degrees(np.arccos(np.clip(zz, -1.0, 1.0))))
+
+
+def _target(env) -> str:
+    """The object whose tilt is reported: the task's first object of interest, else the BDDL goal's target
+    (LIBERO-PRO's ``_with_*`` BDDL files list no objects of interest)."""
+    if env.objects_of_interest:
+        return env.objects_of_interest[0]
+    from pathlib import Path
+
+    from envs.expert import parse_goal
+
+    try:
+        return parse_goal(Path(env.task.bddl_file).read_text()).target
+    except ValueError:
+        return env.object_names[0]
 
 
 def check_init_state(env, k: int, settle: int, steps: int) -> dict:
@@ -57,7 +72,7 @@ def check_init_state(env, k: int, settle: int, steps: int) -> dict:
     settled = traj[settle - 1]
     drop = np.linalg.norm(settled - p0, axis=-1)
     drift = np.linalg.norm(traj[settle:] - settled, axis=-1).max(axis=0)
-    bowl = env.objects_of_interest[0]
+    bowl = _target(env)
     return {
         "init_state": k,
         "drop_mm": float(1e3 * drop.max()),
@@ -92,7 +107,7 @@ def check_task(task, n_init: int, settle: int, steps: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m envs.settle_check", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--suite", default="libero_spatial", choices=SUITES)
+    ap.add_argument("--suite", default="libero_spatial", help="any working suite (an unknown name lists them)")
     ap.add_argument("--tasks", default="", help="comma-separated task indices (default: all)")
     ap.add_argument("--init-states", type=int, default=10, help="first N init states per task (50 = all)")
     ap.add_argument("--settle", type=int, default=C.SETTLE_STEPS)

@@ -18,7 +18,10 @@ def register(subparsers) -> None:
     p.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt) from `vla-flow train`")
     p.add_argument("--out", required=True, help="output folder: episodes.parquet, run.json, videos/")
     p.add_argument("--config", help="YAML: experiment file (eval: and env: sections) or EvalConfig keys")
-    p.add_argument("--suite", help="LIBERO suite (default libero_spatial)")
+    p.add_argument("--suite", help="LIBERO suite (default libero_spatial; any working suite of the benchmark)")
+    p.add_argument("--suites", help="robustness run: a base suite and its LIBERO-PRO variants, e.g. "
+                   "libero_spatial,libero_spatial_swap, or a preset robustness_spatial; one folder per "
+                   "suite under --out, tasks paired with the base (eval/robustness.py)")
     p.add_argument("--tasks", help="task indices, e.g. 0,3 or 0-4, or all")
     p.add_argument("--init-states", dest="init_states", help="init state indices, e.g. 0-49")
     p.add_argument("--flow-steps", dest="flow_steps", help="flow steps N to sweep, e.g. 1,2,5,10")
@@ -35,6 +38,8 @@ def register(subparsers) -> None:
     p.add_argument("--device", choices=("cpu", "cuda"), help="policy device (default cpu)")
     p.add_argument("--save-actions", dest="save_actions", action="store_true", default=None,
                    help="also save each episode's executed actions (DIR/actions/*.npy)")
+    p.add_argument("--allow-task-transfer", dest="allow_task_transfer", action="store_true", default=None,
+                   help="evaluate tasks the checkpoint was not trained on (deliberate transfer tests)")
     p.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar / summary")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                    help="dotted overrides of the --config file, e.g. eval.workers=1 env.render.fast=true")
@@ -42,7 +47,7 @@ def register(subparsers) -> None:
 
 
 FLAG_KEYS = ("suite", "tasks", "init_states", "flow_steps", "seeds", "workers", "batch_size", "max_steps",
-             "videos", "latency_budget", "latency_ms", "device", "save_actions")
+             "videos", "latency_budget", "latency_ms", "device", "save_actions", "allow_task_transfer")
 
 
 def build_configs(args: argparse.Namespace):
@@ -78,12 +83,12 @@ def build_configs(args: argparse.Namespace):
 
 
 def _task_index(suite: str, task) -> list[int]:
-    """The experiment's training task (index or name) as the default task list to evaluate."""
+    """The experiment's training task(s) (index, name, list or ``all``) as the default task list to evaluate."""
     if isinstance(task, int):
         return [task]
-    from envs.libero import resolve_task
+    from envs.libero import resolve_tasks
 
-    return [resolve_task(suite, task).index]
+    return [t.index for t in resolve_tasks(suite, task)]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,10 +97,31 @@ def run(args: argparse.Namespace) -> int:
     from eval.evaluate import evaluate, hold_out_dir, validate
 
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if getattr(args, "suites", None):
+        return _run_suites(args)
     with hold_out_dir(args.out):  # a writable folder and one writer, checked before anything slow
         cfg, env_cfg = build_configs(args)
-        validate(cfg, args.checkpoint)  # all checks before the (slow) policy load and any worker
+        validate(cfg, args.checkpoint, env_cfg)  # all checks before the (slow) policy load and any worker
         df = evaluate(cfg, args.checkpoint, args.out, env_cfg=env_cfg, progress=args.progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"{len(df)} episodes in {args.out}/episodes.parquet")
+    return 0
+
+
+def _run_suites(args: argparse.Namespace) -> int:
+    """``--suites``: the base suite's config from the flags, then one evaluation folder per suite."""
+    import os
+
+    from eval.robustness import expand_suites, run_suites
+    from vla_flow.errors import UserError
+
+    if args.suite:
+        raise UserError("pass --suite or --suites, not both (--suites lists the base suite first)")
+    suites = expand_suites(args.suites)
+    args.suite = suites[0]
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    cfg, env_cfg = build_configs(args)
+    results = run_suites(cfg, env_cfg, suites, args.checkpoint, args.out, progress=args.progress)
+    print(f"{sum(len(df) for df in results.values())} episodes in {len(results)} suites under {args.out}/; "
+          f"`vla-flow report {args.out}` writes the robustness table")
     return 0

@@ -32,6 +32,14 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.out is not None or Path(args.dirs[0]).is_dir():  # a missing DIR is reported by make_report
         check_output_dir(out, "--out" if args.out is not None else "DIR")
+    from reports import robustness
+
+    if len(args.dirs) == 1 and robustness.is_robustness_dir(args.dirs[0]):  # a `vla-flow eval --suites` folder
+        with disk_errors(out):
+            table = robustness.make_robustness_report(args.dirs[0], out)
+        print(robustness.format_table(table))
+        print("\nwrote " + ", ".join(str(out / name) for name in robustness.OUTPUTS))
+        return 0
     with disk_errors(out):
         table = make_report([Path(d) for d in args.dirs], out)
     print(format_table(table))
@@ -53,10 +61,11 @@ def make_report(dirs: list[Path], out: Path):
                         f"let `vla-flow eval` finish some episodes, then rerun the report")
     out.mkdir(parents=True, exist_ok=True)
     run_of = df["run"] if "run" in df.columns else None
-    df["video_href"] = ""
+    df["video_href"], df["poster_href"] = "", ""
     for name, d in zip(names, dirs):
         rows = slice(None) if run_of is None else (run_of == name)
         df.loc[rows, "video_href"] = html.video_hrefs(df.loc[rows, "video"], d, out)
+        df.loc[rows, "poster_href"] = html.poster_hrefs(df.loc[rows, "video"], d, out)
     table = report_summary(df)
     with atomic_path(out / "summary.csv") as tmp:
         table.to_csv(tmp, index=False)
