@@ -223,6 +223,8 @@ class LiberoEnv:
         self._steps = 0
         layout_seed = self._init_state if self._init_state is not None else seed
         rng_state = np.random.get_state()
+        if self.cfg.reset == "soft":
+            self._home_fixtures()
         try:
             if layout_seed is not None:
                 self._env.seed(int(layout_seed))  # LIBERO: np.random.seed
@@ -344,6 +346,23 @@ class LiberoEnv:
             raise SimulationError(f"LIBERO {what} failed on {self.task.suite} task {self.task.index} "
                                   f"({self.task.name}), init state {self._init_state}, step {self._steps}: "
                                   f"{type(exc).__name__}: {exc}") from exc
+
+    def _home_fixtures(self) -> None:
+        """Put the fixtures (stove, cabinet) back at their MJCF pose (the origin), as a hard reset's fresh
+        model has them. LIBERO places an object on a fixture's region at fixture pose + R(fixture) @ the
+        region site's world position, which is right only while the fixture sits at the origin; after a
+        soft reset the site is already at the fixture, so that offset counted twice (measured: the task-7
+        bowl "on the stove" sampled 0.26 m beside it, off the table edge, in every random layout)."""
+        from robosuite.utils.mjcf_utils import string_to_array
+
+        rs, model = self._env.env, self.sim.model
+        for fixture in rs.fixtures_dict.values():
+            el = rs.model.worldbody.find(f".//body[@name='{fixture.root_body}']")
+            if el is None:
+                continue
+            body = model.body_name2id(fixture.root_body)
+            model.body_pos[body] = string_to_array(el.get("pos", "0 0 0"))
+            model.body_quat[body] = string_to_array(el.get("quat", "1 0 0 0"))
 
     def _clear_episode_memory(self) -> None:
         """State a soft reset would otherwise carry over but a hard reset rebuilds: the Panda gripper
