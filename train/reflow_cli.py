@@ -9,9 +9,12 @@ from __future__ import annotations
 
 
 def register(subparsers) -> None:
-    from train.reflow import ReflowConfig
+    import dataclasses
 
-    d = ReflowConfig()
+    from train.reflow_config import ReflowConfig
+
+    d = ReflowConfig.__new__(ReflowConfig)  # the defaults, unvalidated: validation imports torch
+    d.__dict__.update({f.name: f.default for f in dataclasses.fields(ReflowConfig)})
     p = subparsers.add_parser("reflow", help="reflow a trained flow policy so that few steps suffice",
                               description=__doc__.split("\n\n")[0])
     p.add_argument("--checkpoint", required=True, help="a checkpoint from `vla-flow train` (the teacher)")

@@ -1,0 +1,39 @@
+"""Settings of ``vla-flow reflow`` (train/reflow.py), apart from it so that building the CLI's parser (which
+reads these defaults) imports no torch."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class ReflowConfig:
+    """Settings of ``vla-flow reflow`` (defaults: what the README's few-step experiment used)."""
+
+    samples_per_frame: int = 16  # K noise draws x0 per training frame
+    pair_steps: int = 20  # fine solver for the pairs: steps ...
+    pair_solver: str = "midpoint"  # ... of this solver (20 midpoint steps = 40 network calls)
+    steps: int = 4000  # reflow training steps (head only)
+    distill_steps: int = 0  # then one-step distillation steps (t = 0 only); 0: none
+    batch_size: int = 256
+    lr: float = 1e-4
+    time_sampling: str | None = None  # None: the teacher's policy.time_sampling
+    seed: int = 0
+    # torch intra-op threads for pair generation and training (0: torch's default). The head's matrices are
+    # small: on a CPU shared with other jobs, 2 threads measured 15x slower per step than 1 (thread sync).
+    threads: int = 1
+
+    def __post_init__(self):
+        for name in ("samples_per_frame", "pair_steps", "steps", "batch_size"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"{name}: {getattr(self, name)!r}; expected a positive integer")
+        if self.distill_steps < 0 or self.threads < 0:
+            raise ValueError(f"distill_steps: {self.distill_steps}, threads: {self.threads}; expected >= 0")
+        if self.distill_steps < 0:
+            raise ValueError(f"distill_steps: {self.distill_steps}; expected >= 0")
+        if not self.lr > 0:
+            raise ValueError(f"lr: {self.lr}; expected > 0")
+        from policy import flow  # torch: imported when a config is validated, not by `vla-flow --help`
+
+        flow.check_solver(self.pair_steps, self.pair_solver)
+        if self.time_sampling is not None:
+            flow.sample_time(1, self.time_sampling)  # raises on an unknown name
