@@ -39,9 +39,10 @@ def _panel(ax, rows: pd.DataFrame, title: str, colors: dict, xcol: str) -> None:
         ax.errorbar(x, y, yerr=err, fmt="-o", color=color, ms=5, lw=1.2, capsize=3, alpha=0.9,
                     label=run)
         for i, (xi, yi, n, total) in enumerate(zip(x, y, g["flow_steps"], g["policy_ms_p50"])):
-            # alternate above/below (and shift each run) so labels of neighbouring points do not overlap
+            # alternate above/below, and the other way round for every other run, so labels of neighbouring
+            # points (close latencies, or the same N of two runs) do not overlap
             label = f"N={n}" if xcol == "policy_ms_p50" else f"N={n} | {total:.0f} ms"
-            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(5, (5 if i % 2 else -11) - 9 * k),
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(5, 5 if (i + k) % 2 else -11),
                         fontsize=7, color=color)
     ax.set_title(title, fontsize=8.5, fontweight="bold" if title == ALL_TASKS else "normal")
     ax.set_ylim(-5, 110)
