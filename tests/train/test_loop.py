@@ -87,12 +87,16 @@ def test_interrupted_save_keeps_previous_checkpoint_loadable(tmp_path, data_file
     train(tiny("train.max_steps=10", "train.save_every=5"), out, [str(data_file)])
     before = (out / "checkpoints" / "last.pt").read_bytes()
 
-    def killed(obj, path, *a, **k):  # dies half-way through writing the temp file
-        with open(path, "wb") as fh:
-            fh.write(b"PK\x03\x04 truncated")
-        raise KeyboardInterrupt
+    real_replace = os.replace
 
-    monkeypatch.setattr(torch, "save", killed)
+    def killed(src, dst, *a, **k):  # dies after the temp file is written, before it replaces last.pt
+        if str(dst).endswith(".pt"):
+            with open(src, "r+b") as fh:
+                fh.truncate(16)  # and the temp file is cut short
+            raise KeyboardInterrupt
+        return real_replace(src, dst, *a, **k)
+
+    monkeypatch.setattr(os, "replace", killed)
     with pytest.raises(KeyboardInterrupt):
         train(tiny("train.max_steps=20", "train.save_every=5"), out, [str(data_file)], resume="auto")
     monkeypatch.undo()
