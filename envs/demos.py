@@ -34,7 +34,7 @@ import numpy as np
 
 from envs import conventions as C
 from envs.config import DemoConfig, EnvConfig, RenderConfig
-from envs.expert import UNSOLVABLE_IN_THIS_BUILD, PickPlaceExpert, parse_goal, read_scene
+from envs.expert import PickPlaceExpert, parse_goal, read_scene
 from vla_flow.errors import UserError
 from vla_flow.io import atomic_path
 
@@ -59,14 +59,6 @@ def plan_episodes(cfg: DemoConfig, n_init_states: int) -> list[EpisodePlan]:
     if cfg.layouts == "official":
         return [EpisodePlan(i, k := (cfg.first_init_state + i) % n_init_states, k) for i in range(cfg.episodes)]
     return [EpisodePlan(i, None, cfg.seed * 1_000_000 + i) for i in range(cfg.episodes)]
-
-
-def unsolvable_warning(suite: str, task_index: int) -> Optional[str]:
-    reason = UNSOLVABLE_IN_THIS_BUILD.get(task_index) if suite == "libero_spatial" else None
-    if reason is None:
-        return None
-    bar = "!" * 78
-    return f"{bar}\nWARNING: {suite} task {task_index} is UNSOLVABLE_IN_THIS_BUILD: {reason}\n{bar}"
 
 
 # ------------------------------------------------------------------------------------- one episode
@@ -361,9 +353,6 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
     from envs.libero import resolve_task
 
     task = resolve_task(env_cfg.suite, env_cfg.task)
-    warning = unsolvable_warning(task.suite, task.index)
-    if warning:
-        print(warning, flush=True)
     if not record:
         env_cfg = EnvConfig(**{**asdict(env_cfg), "render": RenderConfig(cameras=[])})
     out = Path(out_dir) / f"{task.name}_demo.hdf5"

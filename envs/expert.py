@@ -16,8 +16,6 @@ here: one unit of OSC_POSE delta moves the setpoint 0.05 m (0.5 rad); only the g
 matters (-1 open, +1 close) and it ramps over ~4 steps; the bowl is 0.111 m across and 0.053 m tall with its
 pose at the bottom centre. LIBERO's ``On`` check needs contact and the bowl's centre within 0.03 m of the
 plate's centre (horizontally).
-
-Tasks this build cannot solve are listed in ``UNSOLVABLE_IN_THIS_BUILD`` with the evidence; callers warn.
 """
 from __future__ import annotations
 
@@ -25,13 +23,6 @@ import re
 from dataclasses import dataclass, field
 
 import numpy as np
-
-# Tasks of libero_spatial (by index) that the expert cannot solve in this build, with the reason; every
-# caller prints a loud warning. Empty, measured: tasks 5 (bowl on the ramekin, 50/50) and 7 (bowl on the
-# stove, 50/50) ARE solvable with MuJoCo 3.3.2 (installed). An earlier probe failed them under MuJoCo 2.3.7
-# / 3.17; under 3.17 the task-5 bowl drifts 17 mm and tilts 51 deg while settling (envs/settle_check.py),
-# under 3.2.3 and 3.3.2 it settles leaning 16 deg on the ramekin, which the expert grasps lower.
-UNSOLVABLE_IN_THIS_BUILD: dict[int, str] = {}
 
 POS_SCALE = 0.05  # metres of setpoint motion per unit of OSC_POSE position action
 ROT_SCALE = 0.5  # radians of setpoint rotation per unit of OSC_POSE rotation action
