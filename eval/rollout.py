@@ -26,6 +26,7 @@ import numpy as np
 from envs.conventions import CONTROL_HZ, NOOP_ACTION
 from envs.workers import EnvWorker, WorkerError, WorkerPool
 from eval.episodes import EpisodeKey, NoiseStream
+from policy.action_queue import ActionQueue
 
 
 @dataclass
@@ -142,7 +143,7 @@ class _Live:
     t0: float = field(default_factory=time.perf_counter)
     phase: str = "reset"  # reset -> policy -> act -> (policy | act)... -> done
     obs: Optional[dict] = None
-    queue: deque = field(default_factory=deque)
+    queue: Optional[ActionQueue] = None  # set by Rollouts._start (n_action_steps is the run's)
     last_action: np.ndarray = field(default_factory=lambda: NOOP_ACTION.copy())
 
 
@@ -186,7 +187,8 @@ class Rollouts:
                last_error: str = "") -> None:
         res = EpisodeResult(key=key, attempts=attempt + 1, frames=[] if video else None,
                             last_worker_error=last_error)
-        ep = _Live(res=res, noise=NoiseStream(key, self.s.horizon), text=text, video=video)
+        ep = _Live(res=res, noise=NoiseStream(key, self.s.horizon), text=text, video=video,
+                   queue=ActionQueue(self.s.n_action_steps, dtype=np.float64))
         self.active[w.slot] = ep
         env_cfg = {**self.s.env_cfg, "suite": key.suite, "task": key.task_index, "max_steps": self.s.max_steps}
         w.send("reset", {"env_cfg": env_cfg, "init_state": key.init_state, "seed": key.seed,
@@ -194,7 +196,7 @@ class Rollouts:
                          "skip_renders": self.s.skip_renders, "want_snapshot": self.s.record_snapshots})
 
     def _send_step(self, w: EnvWorker, ep: _Live) -> None:
-        action = ep.queue.popleft()
+        action = ep.queue.pop()
         ep.last_action = action
         ep.res.actions.append(action)
         w.send("step", {"action": action, "want_obs": not ep.queue, "want_frame": ep.video,
@@ -218,12 +220,12 @@ class Rollouts:
         r.call_ms.append(t["total_ms"])
         r.encode_ms.append(t["encode_ms"])
         r.flow_ms.append(t["flow_ms"])
+        hold = 0
         if self.s.latency_budget:
             latency = self.s.latency_ms if self.s.latency_ms is not None else t["total_ms"]
             hold = math.ceil(latency * CONTROL_HZ / 1000.0 - 1e-9)
-            ep.queue.extend([ep.last_action.copy() for _ in range(hold)])
             r.held_steps += hold
-        ep.queue.extend(np.asarray(chunk[: self.s.n_action_steps], dtype=np.float64))
+        ep.queue.push(chunk, hold=hold, hold_action=ep.last_action)
         ep.phase = "act"
 
     # -- answers ----------------------------------------------------------------------------------

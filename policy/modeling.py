@@ -1,8 +1,8 @@
 """The flow policy: frozen CLIP features + joints/pose (+gripper) MLPs -> fusion -> rectified-flow velocity head.
 
 Two layers, as in LeRobot's policies: ``FlowPolicy`` (an nn.Module: normalization stats, ``compute_loss``,
-``predict(..., num_flow_steps=N)``) and ``ActionQueue`` (an outer wrapper that executes ``n_action_steps``
-of each predicted chunk and whose ``reset()`` empties the queue).
+``predict(..., num_flow_steps=N)``) and ``policy.action_queue.ActionQueue`` (the outer wrapper that executes
+``n_action_steps`` of each predicted chunk and whose ``reset()`` empties the queue).
 
 Shapes: B batch, H = chunk_size, A = 7 action dims, D = 512.
     image (B, 224, 224, 3) -> frozen CLIP -> pooled (B, 512) | patch tokens (B, 196, W) -> (B, D)
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 
 import numpy as np
 import torch
@@ -314,32 +313,6 @@ class FlowPolicy(nn.Module):
             raise PolicyInputError(f"noise: shape {tuple(noise.shape)}, expected {(bsz, cfg.chunk_size, cfg.action_dim)}")
         x["noise"] = noise
         return x
-
-class ActionQueue:
-    """Outer wrapper for closed-loop control: predict a chunk, execute its first ``n_action_steps`` actions
-    one per ``select_action`` call, then predict again. ``reset()`` empties the queue (call it per episode)."""
-
-    def __init__(self, policy: FlowPolicy, n_action_steps: int | None = None):
-        self.policy = policy
-        self.n_action_steps = n_action_steps or policy.cfg.n_action_steps
-        if not 1 <= self.n_action_steps <= policy.cfg.chunk_size:
-            raise ValueError(f"n_action_steps: {self.n_action_steps}; expected 1..{policy.cfg.chunk_size}")
-        self._queue: deque[np.ndarray] = deque()
-
-    def reset(self) -> None:
-        self._queue.clear()
-
-    def __len__(self) -> int:
-        return len(self._queue)
-
-    def select_action(self, *args, **kwargs) -> np.ndarray:
-        """Same arguments as ``FlowPolicy.predict``; returns (B, 7) for this control step."""
-        if not self._queue:
-            chunk = self.policy.predict(*args, **kwargs)  # (B, H, 7)
-            for h in range(self.n_action_steps):
-                self._queue.append(chunk[:, h])
-        return self._queue.popleft()
-
 
 # -------------------------------------------------------------------- input checks
 def _as_tensor(x, name: str) -> torch.Tensor:

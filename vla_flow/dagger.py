@@ -74,7 +74,7 @@ def collect_rollouts(cfg, env_cfg, checkpoint: str, out: Path, n: int, seed: int
     from envs.libero import resolve_task
     from envs.workers import WorkerPool
     from eval.episodes import EpisodeKey
-    from eval.evaluate import _make_caller, validate
+    from eval.evaluate import make_caller, validate
     from eval.rollout import RolloutSettings, Rollouts
     from policy.checkpoint import load_policy
     from tqdm import tqdm
@@ -88,7 +88,7 @@ def collect_rollouts(cfg, env_cfg, checkpoint: str, out: Path, n: int, seed: int
     if todo:
         plan = validate(cfg, checkpoint)
         policy = load_policy(checkpoint, cfg.device)
-        caller, _ = _make_caller(policy, cfg, plan)
+        caller, _ = make_caller(policy, cfg, plan)
         settings = RolloutSettings(env_cfg={**to_dict(env_cfg), "task": task.index}, max_steps=plan.max_steps,
                                    n_action_steps=plan.n_action_steps,
                                    horizon=int(plan.policy_cfg.get("chunk_size", 1)),
@@ -125,7 +125,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from envs.config import DemoConfig
-    from eval.commands import build_configs
+    from eval.commands import eval_configs
     from envs.demos import generate_demos
     from eval.results import file_sha256
     from vla_flow.config import resolve_config_path
@@ -140,9 +140,8 @@ def run(args: argparse.Namespace) -> int:
     if not Path(args.checkpoint).is_file():
         raise UserError(f"checkpoint {args.checkpoint} not found; train one with `vla-flow train`")
     exp = load_experiment(resolve_config_path(args.config), args.overrides)
-    ns = argparse.Namespace(config=args.config, overrides=args.overrides, flow_steps=str(args.flow_steps),
-                            init_states="0", seeds="0", workers=args.workers)
-    cfg, _ = build_configs(ns)
+    cfg, _ = eval_configs(args.config, args.overrides, {"flow_steps": [args.flow_steps], "init_states": [0],
+                                                        "seeds": [0], "workers": args.workers})
     env_cfg = exp.env
     workers = args.workers or cfg.workers
     out = Path(args.out)

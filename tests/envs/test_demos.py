@@ -151,20 +151,22 @@ def test_truncated_and_incomplete_files_give_clear_errors(generated, tmp_path):
     assert main(["demos", "--inspect", str(path)]) == 0
 
 
-def test_an_exception_inside_an_episode_is_an_error_not_a_crash(monkeypatch):
-    """A simulator/expert exception ends that episode only, comes back with its traceback, and is not
-    recorded as a failure (so a rerun retries it)."""
+def test_an_exception_inside_an_episode_is_an_error_not_a_crash():
+    """A simulator/expert exception ends that episode only (in a real worker of the evaluation's pool),
+    comes back with its traceback, and is not recorded as a failure (so a rerun retries it); the worker is
+    restarted and the next episode runs."""
     from envs import demos
+    from envs.config import EnvConfig, RenderConfig
 
-    class ExplodingEnv:
-        def reset(self, **kwargs):
-            raise RuntimeError("simulator exploded")
-
-    monkeypatch.setitem(demos._WORKER, "env", ExplodingEnv())
-    monkeypatch.setitem(demos._WORKER, "expert", None)
-    result = demos._worker_run(demos.EpisodePlan(index=3, init_state=None, seed=3), True)
-    assert result["success"] is False and result["index"] == 3
-    assert "simulator exploded" in result["error"] and "Traceback" in result["error"]
+    env_cfg = EnvConfig(suite="libero_spatial", task=0, reset="soft", render=RenderConfig(cameras=[]))
+    plans = [demos.EpisodePlan(index=3, init_state=999, seed=999),  # out of range: LiberoEnv.reset raises
+             demos.EpisodePlan(index=4, init_state=0, seed=0)]
+    results = []
+    demos._run_pool(plans, env_cfg, workers=1, record=False, on_result=results.append)
+    bad, good = sorted(results, key=lambda r: r["index"])
+    assert bad["success"] is False and bad["steps"] == 0
+    assert "init_state 999 out of range" in bad["error"] and "Traceback" in bad["error"]
+    assert not good.get("error") and good["success"] is True and good["steps"] > 0
 
 
 def test_table_counts_errors_apart_from_failures():

@@ -211,6 +211,34 @@ def test_step_info_success_and_step_limit(spatial_env):
     assert env.metadata()["max_steps"] == C.STEP_LIMITS["libero_spatial"] == saved
 
 
+def test_render_switch_blanks_unread_cameras_and_keeps_what_the_policy_sees(spatial_env):
+    """The one render switch (LiberoEnv.cameras_on): a reset that skips the settle renders returns the same
+    observation; a step with the cameras off renders nothing (blank frames, no render time) and leaves the
+    physics alone; a set of names renders only those cameras."""
+    env = spatial_env
+    full = env.reset(init_state=1)
+    skipped = env.reset(init_state=1, render_settle=False)
+    assert env.cameras_on is True
+    for key in ("agentview_image", "robot0_eye_in_hand_image"):
+        assert np.array_equal(full[key], skipped[key]) and full[key].std() > 0
+    env.reset(init_state=1)
+    lit, _, _ = env.step(C.NOOP_ACTION)
+    qpos_lit = env.sim.data.qpos.copy()
+    env.reset(init_state=1)
+    env.cameras_on = False
+    try:
+        dark, _, info = env.step(C.NOOP_ACTION)
+        assert info["render_ms"] == 0
+        assert not dark["agentview_image"].any() and not dark["robot0_eye_in_hand_image"].any()
+        assert np.array_equal(env.sim.data.qpos, qpos_lit)
+        env.cameras_on = {"agentview"}
+        one, _, _ = env.step(C.NOOP_ACTION)
+        assert one["agentview_image"].any() and not one["robot0_eye_in_hand_image"].any()
+    finally:
+        env.cameras_on = True
+    assert lit["agentview_image"].any()
+
+
 def _open_fds() -> int:
     return len(os.listdir("/proc/self/fd"))
 

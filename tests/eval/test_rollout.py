@@ -4,6 +4,7 @@ import pytest
 
 from eval.episodes import EpisodeKey, NoiseStream
 from eval.rollout import EpisodeResult, PolicyCaller, Rollouts, RolloutSettings, _Live, check_batch_invariance
+from policy.action_queue import ActionQueue
 from tests.eval.test_cli import make_checkpoint
 
 
@@ -13,11 +14,12 @@ def test_latency_budget_holds_previous_action_for_ceil_latency_over_control_peri
                         latency_ms=latency_ms)
     roll = Rollouts(pool=None, caller=None, s=s)
     key = EpisodeKey(0, 1, 0, 0)
-    ep = _Live(res=EpisodeResult(key=key), noise=NoiseStream(key, 4), text="t", video=False)
+    ep = _Live(res=EpisodeResult(key=key), noise=NoiseStream(key, 4), text="t", video=False,
+               queue=ActionQueue(s.n_action_steps, dtype=np.float64))
     ep.last_action = np.full(7, 0.5)
     chunk = np.arange(28, dtype=float).reshape(4, 7) / 100
     roll._enqueue(ep, chunk, {"total_ms": 999.0, "encode_ms": 1.0, "flow_ms": 1.0})
-    queued = np.stack(ep.queue)
+    queued = np.stack([ep.queue.pop() for _ in range(len(ep.queue))])
     assert len(queued) == hold + 3 and ep.res.held_steps == hold
     assert np.array_equal(queued[:hold], np.full((hold, 7), 0.5))
     assert np.array_equal(queued[hold:], chunk[:3])

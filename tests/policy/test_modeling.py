@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from policy.configuration import PolicyConfig, VisionConfig
-from policy.modeling import ActionQueue, FlowPolicy, PolicyInputError
+from policy.action_queue import ActionQueue
+from policy.modeling import FlowPolicy, PolicyInputError
 from policy.normalize import compute_stats
 
 SEED_DESIGN_TRAINABLE = 4_617_223  # pooled 512-D features, H=1, no gripper: about 5M as the design says
@@ -185,7 +186,7 @@ def test_missing_gripper_and_missing_stats():
 
 def test_action_queue_pops_chunk_and_reset_empties():
     policy = make_policy(chunk_size=4, n_action_steps=3)
-    queue = ActionQueue(policy)
+    queue = ActionQueue(policy.cfg.n_action_steps, policy)
     x = inputs(2)
     noise = torch.randn(2, 4, 7)
     chunk = policy.predict(**x, num_flow_steps=2, noise=noise)
@@ -196,6 +197,19 @@ def test_action_queue_pops_chunk_and_reset_empties():
     assert len(queue) == 2
     queue.reset()
     assert len(queue) == 0
+    with pytest.raises(ValueError, match="n_action_steps"):
+        ActionQueue(5, policy)  # more steps than the chunk holds
+
+
+def test_action_queue_holds_then_executes_one_episode_chunk():
+    queue = ActionQueue(2, dtype=np.float64)
+    chunk = np.arange(3 * 7, dtype=np.float32).reshape(3, 7)
+    queue.push(chunk, hold=2, hold_action=np.full(7, -1.0))
+    got = [queue.pop() for _ in range(len(queue))]
+    assert [g.dtype for g in got] == [np.float64] * 4
+    np.testing.assert_array_equal(np.stack(got), np.concatenate([np.full((2, 7), -1.0), chunk[:2]]))
+    with pytest.raises(ValueError, match="expected"):
+        queue.push(np.zeros(7))
 
 
 def test_config_validation():

@@ -7,7 +7,7 @@ import numpy as np
 import pytest  # noqa: F401 (fixtures)
 import torch
 
-from tests.foundation.test_faults import (assert_user_error, cli, eval_args, files, snapshot,  # noqa: F401
+from tests.vla_flow.test_faults import (assert_user_error, cli, eval_args, files, snapshot,  # noqa: F401
                                           startup_s, train_args)
 from train.synthetic import write_demo_file
 

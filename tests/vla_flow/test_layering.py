@@ -83,3 +83,11 @@ def test_the_checker_catches_a_stage_importing_the_roof(tmp_path):
     finally:
         probe.unlink()
     assert len(found) == 2, found
+
+
+def test_tests_mirror_the_packages():
+    """tests/<package>/ for each package it tests, so a module's tests are where a reader looks for them."""
+    packages = {p.name for p in ROOT.iterdir() if (p / "__init__.py").is_file() and p.name != "tests"}
+    test_dirs = {p.name for p in (ROOT / "tests").iterdir() if p.is_dir() and list(p.glob("test_*.py"))}
+    assert test_dirs <= packages, f"tests/ folders without a package of that name: {sorted(test_dirs - packages)}"
+    assert {"vla_flow", *STAGES} <= test_dirs
