@@ -65,7 +65,7 @@ def eval_configs(config: str | None, overrides: list[str] = (), flags: dict | No
     list, the experiment's own ``env.task`` is evaluated. Bad values raise UserError (exit 2).
     """
     from envs.config import EnvConfig
-    from eval.config import EvalConfig, parse_int_list
+    from eval.config import EvalConfig
     from vla_flow import config as cfgmod
 
     data, env_data = {}, {}
@@ -82,13 +82,7 @@ def eval_configs(config: str | None, overrides: list[str] = (), flags: dict | No
             data["tasks"] = _task_index(env_data.get("suite", data.get("suite", "libero_spatial")), env_data["task"])
     else:
         data = raw
-    data.update(flags)
-    for key in ("flow_steps", "seeds"):  # list fields: accept "1,2,5" / "0-2" from flags and YAML
-        if isinstance(data.get(key), (str, int)):
-            try:
-                data[key] = parse_int_list(data[key], key)
-            except ValueError as exc:
-                raise cfgmod.ConfigError(f"--{key.replace('_', '-')}: {exc}") from None
+    data.update(flags)  # list fields ("1,2,5", "0-49") are parsed by the loader (vla_flow.config.IntList)
     cfg = cfgmod.from_dict(EvalConfig, data, prefix="eval")
     env_data.update({"suite": cfg.suite, "task": 0})
     env_cfg = cfgmod.from_dict(EnvConfig, env_data, prefix="env")

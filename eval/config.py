@@ -9,32 +9,9 @@ import re
 from dataclasses import dataclass, field
 from typing import Optional, Union
 
+from vla_flow.config import IntList, parse_int_list  # noqa: F401 - parse_int_list re-exported for callers
+
 DEVICES = ("cpu", "cuda")
-
-
-def parse_int_list(text: Union[str, int, list], what: str) -> list[int]:
-    """``"0-4,7"`` -> [0, 1, 2, 3, 4, 7]; ``[1, 2]`` and ``3`` pass through. Raises ValueError naming ``what``."""
-    if isinstance(text, bool):
-        raise ValueError(f"{what}: expected integers, got {text!r}")
-    if isinstance(text, int):
-        return [text]
-    if isinstance(text, (list, tuple)):
-        return [int(v) for v in text]
-    out: list[int] = []
-    for part in str(text).replace(" ", "").split(","):
-        if not part:
-            continue
-        m = re.fullmatch(r"(-?\d+)(?:-(\d+))?", part)
-        if m is None:
-            raise ValueError(f"{what}: cannot parse '{part}' (expected e.g. '0-4,7')")
-        lo = int(m.group(1))
-        hi = int(m.group(2)) if m.group(2) is not None else lo
-        if hi < lo:
-            raise ValueError(f"{what}: range '{part}' is empty (end < start)")
-        out.extend(range(lo, hi + 1))
-    if not out:
-        raise ValueError(f"{what}: empty list '{text}'")
-    return out
 
 
 def parse_video_policy(text: str) -> tuple[str, int]:
@@ -52,10 +29,10 @@ class EvalConfig:
     """Closed-loop evaluation settings (defaults follow the openpi LIBERO protocol: replan every 5 steps)."""
 
     suite: str = "libero_spatial"
-    tasks: Union[str, list[int]] = "all"  # "all", "0,3", "0-4" or a list of task indices
-    init_states: Union[str, list[int]] = "0-49"  # indices into the task's official init states
-    flow_steps: list[int] = field(default_factory=lambda: [1, 2, 5, 10])  # N, the sweep axis
-    seeds: list[int] = field(default_factory=lambda: [0])
+    tasks: Union[IntList, str] = "all"  # "all", "0,3", "0-4" or a list of task indices
+    init_states: IntList = field(default_factory=lambda: list(range(50)))  # official init states ("0-49")
+    flow_steps: IntList = field(default_factory=lambda: [1, 2, 5, 10])  # N, the sweep axis
+    seeds: IntList = field(default_factory=lambda: [0])
     workers: int = 2  # simulator processes per rank
     n_action_steps: Optional[int] = None  # actions run per predicted chunk; None: the checkpoint's value
     batch_size: int = 1  # rows per policy call, padded to this fixed shape (batch-invariant; GPU: = workers)

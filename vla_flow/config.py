@@ -6,6 +6,13 @@ bad value in the message, (3) dotted command-line overrides. Stage configs live 
 (``policy/configuration.py``, ``envs/config.py``, ...); this module only knows dataclasses, not stages.
 
 Each dataclass validates its own values in ``__post_init__`` (raise ``ValueError`` naming the field).
+List-of-integer fields are annotated ``IntList``: the loader reads ``"0-49"``, ``"1,2,5"``, ``3`` or a YAML
+list into a real ``list[int]`` here, once, for files, overrides and command-line flags alike.
+
+Why not draccus (LeRobot) or pydantic (``extra="forbid"``): draccus does (3) and rejects unknown keys but
+its error names no nearest key, and neither parses our ``"0-4,7"`` ranges without a custom decoder per
+field; both would add a dependency for the ~200 lines here, which the tests cover key by key
+(tests/vla_flow/test_config.py).
 """
 from __future__ import annotations
 
@@ -26,6 +33,39 @@ from vla_flow.errors import UserError
 
 class ConfigError(UserError, ValueError):
     """A config file or override is wrong; the message names the key and the fix."""
+
+
+class IntList(list):
+    """Annotation of a ``list[int]`` field that also reads ranges: ``"0-4,7"`` -> [0, 1, 2, 3, 4, 7]."""
+
+
+def parse_int_list(text, what: str) -> list[int]:
+    """``"0-4,7"`` -> [0, 1, 2, 3, 4, 7]; ``[1, 2]`` and ``3`` pass through. Raises ValueError naming ``what``."""
+    import re
+
+    if isinstance(text, bool):
+        raise ValueError(f"{what}: expected integers, got {text!r}")
+    if isinstance(text, int):
+        return [text]
+    if isinstance(text, (list, tuple)):
+        if any(isinstance(v, bool) or not isinstance(v, (int, str)) for v in text):
+            raise ValueError(f"{what}: expected integers, got {list(text)!r}")
+        return [x for v in text for x in parse_int_list(v, what)]
+    out: list[int] = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        m = re.fullmatch(r"(-?\d+)(?:-(\d+))?", part)
+        if m is None:
+            raise ValueError(f"{what}: cannot parse '{part}' (expected e.g. '0-4,7')")
+        lo = int(m.group(1))
+        hi = int(m.group(2)) if m.group(2) is not None else lo
+        if hi < lo:
+            raise ValueError(f"{what}: range '{part}' is empty (end < start)")
+        out.extend(range(lo, hi + 1))
+    if not out:
+        raise ValueError(f"{what}: empty list '{text}'")
+    return out
 
 
 def _similarity(key: str, name: str) -> float:
@@ -68,6 +108,11 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     args = typing.get_args(tp)
     if tp is Any:
         return value
+    if tp is IntList:
+        try:
+            return parse_int_list(value, where)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
     if origin in (typing.Union, types.UnionType):
         if value is None and type(None) in args:
             return None

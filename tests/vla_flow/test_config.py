@@ -7,6 +7,7 @@ from typing import Literal, Optional, Union
 import pytest
 
 from vla_flow import config as cfg
+from vla_flow.config import IntList
 from vla_flow.errors import UserError
 
 
@@ -96,3 +97,22 @@ def test_every_preset_in_configs_loads():
 
 def test_preset_name_resolves_without_path():
     assert cfg.resolve_config_path("tiny") == cfg.CONFIG_DIR / "tiny.yaml"
+
+
+@dataclass
+class Grid:
+    init_states: IntList = field(default_factory=lambda: [0])
+
+
+def test_int_list_fields_are_parsed_once_by_the_loader():
+    """``IntList`` fields read ranges, comma lists, one int or a YAML list into a real list[int], from a file
+    and from an override alike; a bad value names its key."""
+    from vla_flow.config import ConfigError, apply_overrides, from_dict
+
+    for raw, want in [("0-3,7", [0, 1, 2, 3, 7]), (5, [5]), ([1, "2-3"], [1, 2, 3]), ("1, 2", [1, 2])]:
+        got = from_dict(Grid, {"init_states": raw}).init_states
+        assert got == want and type(got) is list and all(type(v) is int for v in got)
+    assert from_dict(Grid, apply_overrides({}, ["init_states=0-2"])).init_states == [0, 1, 2]
+    for bad, msg in [("x", "cannot parse 'x'"), ("3-1", "is empty"), (True, "expected integers"), ("", "empty list")]:
+        with pytest.raises(ConfigError, match=f"grid.init_states: .*{msg}"):
+            from_dict(Grid, {"init_states": bad}, prefix="grid")
