@@ -45,37 +45,38 @@ def register(subparsers) -> None:
 
 
 def run_demos(args: argparse.Namespace) -> int:
-    import contextlib
-
-    from vla_flow.errors import UserError
-
     if args.inspect:
         from train.dataset import describe_file
 
         print(describe_file(args.inspect))
         return 0
-    with contextlib.ExitStack() as stack:
-        if not args.dry_run:  # before anything slow: a bad or busy folder fails now, not after an episode
-            from vla_flow.io import check_output_dir, disk_errors
-            from vla_flow.lock import hold_folder
-
-            check_output_dir(args.out)
-            stack.enter_context(hold_folder(args.out))  # one writer per folder, for the whole run
-            stack.enter_context(disk_errors(args.out))
-        from dataclasses import replace
-
-        from envs.demos import generate_demos
-        from envs.tasks import resolve_tasks
-
-        exp = demo_experiment(args)
-        reports = []
-        for task in resolve_tasks(exp.env.suite, exp.env.task):  # one file per task, in config order
-            env_cfg = replace(exp.env, task=task.index)
-            reports.append(generate_demos(exp.demos, env_cfg, args.out, record=not args.dry_run))
+    reports = demos_for_experiment(demo_experiment(args), args.out, dry_run=args.dry_run)
     for i, report in enumerate(reports):
         table = report.table()
         print(table if i == 0 else "\n".join(table.splitlines()[1:]))
     return 0
+
+
+def demos_for_experiment(exp, out, dry_run: bool = False) -> list:
+    """The demos stage for an experiment config: one file per task of ``exp.env.task`` under ``out``, each
+    resumable; returns the ``GenerationReport``s. The folder is checked and locked before anything slow
+    (``dry_run``: cameras off, nothing written, no folder needed)."""
+    import contextlib
+    from dataclasses import replace
+
+    from envs.demos import generate_demos
+    from envs.tasks import resolve_tasks
+
+    with contextlib.ExitStack() as stack:
+        if not dry_run:  # before anything slow: a bad or busy folder fails now, not after an episode
+            from vla_flow.io import check_output_dir, disk_errors
+            from vla_flow.lock import hold_folder
+
+            check_output_dir(out)
+            stack.enter_context(hold_folder(out))  # one writer per folder, for the whole run
+            stack.enter_context(disk_errors(out))
+        return [generate_demos(exp.demos, replace(exp.env, task=task.index), out, record=not dry_run)
+                for task in resolve_tasks(exp.env.suite, exp.env.task)]  # one file per task, in config order
 
 
 FLAG_OVERRIDES = {"suite": "env.suite", "task": "env.task", "episodes": "demos.episodes",

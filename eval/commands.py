@@ -101,18 +101,27 @@ def _task_index(suite: str, task) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     import os
 
-    from eval.evaluate import evaluate, hold_out_dir, validate
+    from eval.evaluate import hold_out_dir
 
     os.environ.setdefault("MUJOCO_GL", "egl")
     if getattr(args, "suites", None):
         return _run_suites(args)
     with hold_out_dir(args.out):  # a writable folder and one writer, checked before anything slow
         cfg, env_cfg = build_configs(args)
-        validate(cfg, args.checkpoint, env_cfg)  # all checks before the (slow) policy load and any worker
-        df = evaluate(cfg, args.checkpoint, args.out, env_cfg=env_cfg, progress=args.progress)
+        df = evaluate_checked(cfg, env_cfg, args.checkpoint, args.out, progress=args.progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"{len(df)} episodes in {args.out}/episodes.parquet")
     return 0
+
+
+def evaluate_checked(cfg, env_cfg, checkpoint, out, progress: bool = True):
+    """The evaluation stage for (EvalConfig, EnvConfig): the folder locked, every check made before the
+    (slow) policy load and any worker (``eval.evaluate.validate``), then ``evaluate``; the episodes table."""
+    from eval.evaluate import evaluate, hold_out_dir, validate
+
+    with hold_out_dir(out):
+        validate(cfg, checkpoint, env_cfg)
+        return evaluate(cfg, checkpoint, out, env_cfg=env_cfg, progress=progress)
 
 
 def _run_suites(args: argparse.Namespace) -> int:

@@ -36,22 +36,29 @@ def run(args) -> int:
     import json
     import os
 
-    from vla_flow.io import check_output_dir, disk_errors
-    from vla_flow.lock import hold_folder
+    from vla_flow.experiment import load_experiment
+    from vla_flow.io import check_output_dir
 
     data, overrides = split_data_and_overrides(args.data or [], args.overrides)
     check_output_dir(args.out)
-    with hold_folder(args.out), disk_errors(args.out):  # rank 0 holds RUN's lock; only rank 0 writes there
-        from train.loop import train
-        from vla_flow.experiment import load_experiment
-
-        exp = load_experiment(args.config, overrides)
-        _check_resume(args.resume, args.out)
-
-        summary = train(exp, args.out, data_paths=data or None, resume=args.resume)
+    exp = load_experiment(args.config, overrides)
+    summary = train_experiment(exp, args.out, data or None, args.resume)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 prints
         print(json.dumps(summary, indent=2, default=str))
     return 0
+
+
+def train_experiment(exp, out, data=None, resume=None) -> dict:
+    """The training stage for an experiment config: checks the run folder, holds its writer lock (rank 0),
+    checks the resume checkpoint, then ``train.loop.train``; returns its summary."""
+    from train.loop import train
+    from vla_flow.io import check_output_dir, disk_errors
+    from vla_flow.lock import hold_folder
+
+    check_output_dir(out)
+    with hold_folder(out), disk_errors(out):  # rank 0 holds RUN's lock; only rank 0 writes there
+        _check_resume(resume, out)
+        return train(exp, out, data_paths=data or None, resume=resume)
 
 
 def _check_resume(resume, out) -> None:

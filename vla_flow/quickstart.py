@@ -2,8 +2,11 @@
 
 demos (scripted expert) -> feature cache + training -> closed-loop evaluation over N -> report.
 
-Each stage is one ``vla-flow`` subcommand run in this process, so the quickstart exercises exactly what users
-run by hand. Each stage resumes on its own (demos keep finished episodes, training resumes from
+The experiment config is loaded once (``--config`` plus overrides) and each stage's function is called with
+it: the same functions the ``demos``, ``train``, ``eval`` and ``report`` commands call after parsing their
+flags (``envs.demos_cli.demos_for_experiment``, ``train.commands.train_experiment``,
+``eval.commands.eval_configs`` + ``evaluate_checked``, ``reports.commands.make_report``), so nothing is turned
+back into a command line and no setting can drift between stages. Each stage resumes on its own (demos keep finished episodes, training resumes from
 ``last.pt``, evaluation skips finished episodes), and a stage whose output is complete is skipped, so
 rerunning the quickstart after an interruption continues where it stopped.
 
@@ -14,7 +17,6 @@ Outputs under ``--out`` (default ``runs/quickstart``)::
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -38,24 +40,27 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
-def _stage(title: str, argv: list[str]) -> float:
-    """Run one vla-flow subcommand in-process; raise UserError if it fails."""
-    from vla_flow.cli import main
-
-    print(f"\n=== {title}: vla-flow {shlex.join(argv)}", flush=True)
+def _stage(title: str, what: str, fn, *args, **kwargs):
+    """Run one stage function, print its header and time it; returns (result, seconds). A stage's UserError
+    says which stage failed and that finished stages are kept."""
+    print(f"\n=== {title}: {what}", flush=True)
     start = time.perf_counter()
-    code = main(argv)
-    if code != 0:
-        raise UserError(f"quickstart stage '{title}' failed (exit {code}); fix the error above and rerun "
-                        "the same quickstart command: finished stages are kept")
-    return time.perf_counter() - start
+    try:
+        result = fn(*args, **kwargs)
+    except UserError as exc:
+        raise UserError(f"quickstart stage '{title}' failed: {exc} (fix it and rerun the same quickstart "
+                        "command: finished stages are kept)") from None
+    return result, time.perf_counter() - start
 
 
 def run(args: argparse.Namespace) -> int:
+    import os
+
     from vla_flow.config import resolve_config_path
     from vla_flow.experiment import load_experiment
     from envs.libero import resolve_tasks
 
+    os.environ.setdefault("MUJOCO_GL", "egl")
     cfg_path = resolve_config_path(args.config)
     cfg = load_experiment(cfg_path, args.overrides)
     tasks = resolve_tasks(cfg.env.suite, cfg.env.task)
@@ -68,24 +73,36 @@ def run(args: argparse.Namespace) -> int:
     if cfg.policy.vision.pretrained == "none":
         print("  WARNING: CLIP encoders are RANDOM-INIT (no weights can be downloaded here); "
               "results are recorded as such in the checkpoint and the report.")
+    from envs.demos_cli import demos_for_experiment
+    from eval.commands import eval_configs, evaluate_checked
+    from reports.commands import OUTPUTS, format_table, make_report
+    from train.commands import train_experiment
+    from vla_flow.io import disk_errors
+
     timings = {}
     demo_dir = out / "demos"
-    # One demos command for every task of env.task (one file per task), reading the same config and
-    # overrides as training and evaluation, so camera size, render mode and settle steps cannot drift.
-    timings["demos"] = _stage("demos", ["demos", "--config", str(cfg_path), "--out", str(demo_dir), *overrides])
+    # One demos stage for every task of env.task (one file per task), from the same config object as
+    # training and evaluation, so camera size, render mode and settle steps cannot drift.
+    reports, timings["demos"] = _stage("demos", f"{len(tasks)} task(s) -> {demo_dir}", demos_for_experiment,
+                                       cfg, demo_dir)
+    for i, rep in enumerate(reports):
+        print(rep.table() if i == 0 else "\n".join(rep.table().splitlines()[1:]))
     data = [demo_dir / f"{task.name}_demo.hdf5" for task in tasks]
     missing = [str(p) for p in data if not p.is_file()]
     if missing:
         raise UserError(f"no demonstration file was written for {', '.join(missing)}; rerun the same "
                         "quickstart command (finished episodes are kept)")
-    timings["train"] = _stage("train", [
-        "train", "--config", str(cfg_path), "--out", str(out / "train"), "--resume", "auto",
-        *[a for d in data for a in ("--data", str(d))], *overrides])
+    _, timings["train"] = _stage("train", f"-> {out / 'train'} (resumes from last.pt)", train_experiment, cfg,
+                                 out / "train", data, "auto")
     ckpt = out / "train" / "checkpoints" / "last.pt"
-    timings["eval"] = _stage("eval", [
-        "eval", "--checkpoint", str(ckpt), "--config", str(cfg_path), "--out", str(out / "eval"),
-        *overrides])
-    timings["report"] = _stage("report", ["report", str(out / "eval")])
+    eval_cfg, env_cfg = eval_configs(str(cfg_path), overrides)
+    _, timings["eval"] = _stage("eval", f"{ckpt} -> {out / 'eval'}", evaluate_checked, eval_cfg, env_cfg,
+                                str(ckpt), out / "eval")
+    with disk_errors(out / "eval"):
+        table, timings["report"] = _stage("report", f"-> {out / 'eval'}", make_report, [out / "eval"],
+                                          out / "eval")
+    print(format_table(table))
+    print("wrote " + ", ".join(str(out / "eval" / name) for name in OUTPUTS))
     total = sum(timings.values())
     print("\nquickstart finished in {:.1f} min ({})".format(
         total / 60, ", ".join(f"{k} {v / 60:.1f} min" for k, v in timings.items())))
