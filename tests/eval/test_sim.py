@@ -104,11 +104,12 @@ def test_env_exception_is_recorded_and_dead_worker_is_retried(ckpt, tmp_path, ca
 
 
 def test_resume_after_sigkill_keeps_finished_rows_and_runs_the_rest(ckpt, tmp_path):
+    """A two-task (suite-style) run killed mid-way and rerun: every (task, init state) once, none rerun."""
     out = tmp_path / "out"
     cfg_file = tmp_path / "exp.yaml"
     cfg_file.write_text(yaml.safe_dump({"env": {"reset": "soft"}, "eval": {"call_timeout_s": 240}}))
     cmd = [sys.executable, "-m", "vla_flow", "eval", "--checkpoint", str(ckpt), "--out", str(out), "--config",
-           str(cfg_file), "--tasks", "0", "--init-states", "0-3", "--flow-steps", "1", "--max-steps", str(STEPS),
+           str(cfg_file), "--tasks", "0,1", "--init-states", "0-1", "--flow-steps", "1", "--max-steps", str(STEPS),
            "--workers", "1", "--videos", "none", "--no-progress"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     table = out / "episodes.parquet"
@@ -121,9 +122,10 @@ def test_resume_after_sigkill_keeps_finished_rows_and_runs_the_rest(ckpt, tmp_pa
     assert 1 <= len(before) < 4
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=400)
     after = pd.read_parquet(table)
-    assert sorted(after.init_state) == [0, 1, 2, 3]  # no duplicates, nothing lost
-    kept = after.set_index("init_state").loc[before.init_state, "wall_s"].to_numpy()
-    assert np.array_equal(kept, before.wall_s.to_numpy())  # finished episodes were not rerun
+    keys = list(zip(after.task_index, after.init_state))
+    assert sorted(keys) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # no duplicates, nothing lost
+    kept = after.set_index(["task_index", "init_state"]).loc[list(zip(before.task_index, before.init_state)), "wall_s"]
+    assert np.array_equal(kept.to_numpy(), before.wall_s.to_numpy())  # finished episodes were not rerun
 
 
 def test_two_torchrun_ranks_give_the_same_table_and_actions(run2, ckpt, tmp_path):
