@@ -206,6 +206,18 @@ def library_versions() -> dict:
     return out
 
 
+GRID_KEYS = ("tasks", "init_states", "flow_steps", "seeds")
+
+
+def _invocation(meta: dict, now: bool = False) -> dict:
+    """One ``vla-flow eval`` call into a folder: when, its command line and the grid it asked for. A folder
+    filled by several calls (N=10 first, then N=1, ...) keeps them all in ``run.json["invocations"]``, since
+    ``config`` and ``command`` describe only the latest."""
+    cfg = meta.get("config") or {}
+    when = time.strftime("%Y-%m-%dT%H:%M:%S") if now else meta.get("start_time")
+    return {"time": when, "command": meta.get("command"), **{k: cfg.get(k) for k in GRID_KEYS}}
+
+
 def write_run_json(out_dir: str | Path, meta: dict) -> dict:
     """Write ``DIR/run.json``. On resume the checkpoint hash, suite, step limit and actions per chunk must
     match the earlier run: mixing them in one table would make every comparison wrong."""
@@ -220,8 +232,12 @@ def write_run_json(out_dir: str | Path, meta: dict) -> dict:
             if old.get(k) is not None and old.get(k) != meta.get(k):
                 raise UserError(f"{path}: this folder holds a run with {k}={old.get(k)!r}, not "
                                 f"{meta.get(k)!r}; use a new --out folder")
+        earlier = old.get("invocations") or [_invocation(old)]
         meta = {**meta, "start_time": old.get("start_time", meta.get("start_time")),
                 "resumed_at": [*old.get("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S")],
-                "elapsed_s": old.get("elapsed_s", 0.0)}  # rollout wall time, summed over resumes
+                "elapsed_s": old.get("elapsed_s", 0.0),  # rollout wall time, summed over resumes
+                "invocations": [*earlier, _invocation(meta, now=True)]}
+    else:
+        meta = {**meta, "invocations": [_invocation(meta, now=True)]}
     atomic_write_json(path, meta)
     return meta

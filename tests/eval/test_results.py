@@ -64,3 +64,21 @@ def test_run_json_refuses_another_checkpoint(tmp_path):
     assert json.loads((tmp_path / "run.json").read_text())["start_time"] == "t0"
     with pytest.raises(UserError, match="new --out"):
         write_run_json(tmp_path, {"checkpoint_sha256": "b", "suite": "libero_spatial"})
+
+
+def test_run_json_keeps_every_invocations_grid(tmp_path):
+    """A folder filled by several calls (N=10, then N=1) records each call's grid, not just the latest."""
+    base = {"checkpoint_sha256": "a", "suite": "libero_spatial"}
+    write_run_json(tmp_path, {**base, "command": "eval --flow-steps 10", "start_time": "t0",
+                              "config": {"tasks": [0, 1], "init_states": [0, 1], "flow_steps": [10], "seeds": [0]}})
+    meta = write_run_json(tmp_path, {**base, "command": "eval --flow-steps 1", "start_time": "t1",
+                                     "config": {"tasks": [0, 1], "init_states": [0], "flow_steps": [1], "seeds": [0]}})
+    calls = json.loads((tmp_path / "run.json").read_text())["invocations"]
+    assert calls == meta["invocations"] and [c["command"] for c in calls] == ["eval --flow-steps 10", "eval --flow-steps 1"]
+    assert [c["flow_steps"] for c in calls] == [[10], [1]] and calls[1]["init_states"] == [0]
+    # a run.json written before invocations were recorded: its own call is recovered from command/config
+    (tmp_path / "run.json").write_text(json.dumps({**base, "command": "old", "start_time": "t0",
+                                                   "config": {"flow_steps": [5]}}))
+    calls = write_run_json(tmp_path, {**base, "command": "new", "config": {"flow_steps": [2]}})["invocations"]
+    assert [(c["command"], c["flow_steps"], c["time"]) for c in calls][0] == ("old", [5], "t0")
+    assert calls[1]["command"] == "new"
