@@ -82,3 +82,21 @@ class DemoConfig:
             raise ValueError(f"episodes: {self.episodes} must be > 0")
         if self.workers <= 0:
             raise ValueError(f"workers: {self.workers} must be > 0")
+
+
+# The env settings that must agree between demos, training and evaluation: the frames and the start of
+# every episode depend on them. Stored with the demos (``data.attrs["vla_flow"]``) and the checkpoint (its
+# experiment's ``env``), compared by ``train.data.check_settings`` and ``eval.evaluate.check_trained_settings``.
+AGREED_SETTINGS = ("render.fast", "render.camera_size", "render.cameras", "settle_steps")
+
+
+def agreed_settings(env: dict) -> dict:
+    """``{key: value}`` for the keys of ``AGREED_SETTINGS`` that ``env`` (an EnvConfig as a dict, or a demo
+    file's record of it) holds; keys it does not record are left out (older files and checkpoints)."""
+    render = env.get("render") or {}
+    out = {f"render.{k}": render[k] for k in ("fast", "camera_size", "cameras") if k in render}
+    if "settle_steps" in env:
+        out["settle_steps"] = env["settle_steps"]
+    if "render.cameras" in out:
+        out["render.cameras"] = list(out["render.cameras"])
+    return out

@@ -111,25 +111,22 @@ def check_trained_tasks(ckpt: dict, checkpoint, cfg: EvalConfig, tasks: list) ->
                         "of its config), or set eval.allow_task_transfer=true for a deliberate transfer test")
 
 
-SETTINGS = ("render.fast", "render.camera_size", "settle_steps")
+def _yaml(value) -> str:
+    """A value as a KEY=VALUE override reads it back (lists in flow style: [agentview, robot0_eye_in_hand])."""
+    import yaml
 
-
-def _settings(env: dict) -> dict:
-    render = env.get("render") or {}
-    out = {f"render.{k}": render[k] for k in ("fast", "camera_size") if k in render}
-    if "settle_steps" in env:
-        out["settle_steps"] = env["settle_steps"]
-    return out
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def check_trained_settings(ckpt: dict, checkpoint, cfg: EvalConfig, env_cfg) -> None:
     """Evaluation must render and settle as the training demos did (training checked its demo files
     against the config it stored in the checkpoint): a mismatch is refused, naming both values, or only
     warned about with ``eval.allow_setting_mismatch``."""
+    from envs.config import AGREED_SETTINGS as SETTINGS, agreed_settings
     from vla_flow.config import to_dict
 
-    trained = _settings(((ckpt.get("extra") or {}).get("experiment") or {}).get("env") or {})
-    mine = _settings(to_dict(env_cfg))
+    trained = agreed_settings(((ckpt.get("extra") or {}).get("experiment") or {}).get("env") or {})
+    mine = agreed_settings(to_dict(env_cfg))
     diff = [f"{k}: checkpoint {trained[k]!r}, evaluation {mine[k]!r}" for k in SETTINGS
             if k in trained and k in mine and trained[k] != mine[k]]
     if not diff:
@@ -139,7 +136,7 @@ def check_trained_settings(ckpt: dict, checkpoint, cfg: EvalConfig, env_cfg) -> 
         print(f"warning: {checkpoint} was trained with other settings ({text}); evaluating anyway "
               "(eval.allow_setting_mismatch=true)", file=sys.stderr)
         return
-    fix = " ".join(f"env.{k}={trained[k]}" for k in SETTINGS if k in trained and trained[k] != mine.get(k))
+    fix = " ".join(f"env.{k}={_yaml(trained[k])}" for k in SETTINGS if k in trained and trained[k] != mine.get(k))
     raise UserError(f"{checkpoint} was trained with other settings than this evaluation ({text}); pass "
                     f"{fix}, or eval.allow_setting_mismatch=true to evaluate anyway")
 

@@ -122,26 +122,24 @@ def check_tasks(env_cfg, files: list[DemoFile]) -> tuple[list, list[int]]:
     return specs, file_task
 
 
-RENDER_KEYS = ("fast", "camera_size")
-
-
 def data_settings(df: DemoFile) -> dict:
-    """The settings a demo file was recorded with that evaluation must reproduce: {} for official LIBERO
-    files (which record none of ours). Keys: render.fast, render.camera_size, settle_steps."""
+    """The settings a demo file was recorded with that evaluation must reproduce (``envs.config.
+    AGREED_SETTINGS``): {} for official LIBERO files (which record none of ours)."""
+    from envs.config import agreed_settings
+
     gen = df.generation
-    render = (gen.get("env") or {}).get("render") or {}
-    out = {f"render.{k}": render[k] for k in RENDER_KEYS if k in render}
-    if "settle_steps" in gen:
-        out["settle_steps"] = gen["settle_steps"]
-    return out
+    return agreed_settings({**(gen.get("env") or {}), **({"settle_steps": gen["settle_steps"]}
+                                                          if "settle_steps" in gen else {})})
 
 
 def check_settings(env_cfg, files: list[DemoFile]) -> dict:
     """Files must agree with each other and with the config's ``env`` on the settings of ``data_settings``:
     a policy trained on 128 px fast-render frames and evaluated at 96 px (or full render) is a silent
     train/eval mismatch. Returns the agreed settings ({} when no file records any)."""
-    config = {"render.fast": env_cfg.render.fast, "render.camera_size": env_cfg.render.camera_size,
-              "settle_steps": env_cfg.settle_steps}
+    from envs.config import agreed_settings
+    from vla_flow.config import to_dict
+
+    config = agreed_settings(to_dict(env_cfg))
     agreed: dict = {}
     first: dict = {}
     for df in files:

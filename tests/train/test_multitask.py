@@ -79,6 +79,11 @@ def test_files_and_config_must_agree_on_render_settings(tmp_path):
                                                      "settle_steps": 10}
     with pytest.raises(UserError, match=r"render.fast=False but the config has env.render.fast=True"):
         check_settings(tiny("env.render.fast=true").env, files[:1])
+    wrist_only = {**GEN, "env": {"render": {"fast": False, "camera_size": 128, "cameras": ["robot0_eye_in_hand"]}}}
+    c = write_demo_file(tmp_path / "c_demo.hdf5", n_demos=6, length=16, seed=3, task_name=TASKS[0].name,
+                        instruction=TASKS[0].language, generation=wrist_only)
+    with pytest.raises(UserError, match=r"render.cameras=\['robot0_eye_in_hand'\] but the config has"):
+        check_settings(tiny().env, [open_demo_file(c)])
 
 
 def test_task_lists_resolve_every_form():
@@ -120,3 +125,7 @@ def test_eval_refuses_other_render_settings_than_the_checkpoints():
                                         r"env.render.camera_size=128"):
         check_trained_settings(ckpt, "c.pt", EvalConfig(), other)
     check_trained_settings(ckpt, "c.pt", EvalConfig(allow_setting_mismatch=True), other)  # warns only
+    ckpt["extra"]["experiment"]["env"]["render"]["cameras"] = ["agentview"]
+    with pytest.raises(UserError, match=r"render.cameras: checkpoint \['agentview'\], evaluation .*"
+                                        r"env.render.cameras=\[agentview\]"):
+        check_trained_settings(ckpt, "c.pt", EvalConfig(), same)
