@@ -169,3 +169,23 @@ def test_bad_input_exits_2_with_the_fix(tiny_run, tmp_path, capsys):
     moved.write_bytes(Path(ckpt).read_bytes())
     assert cli_main(["reflow", "--checkpoint", str(moved), "--out", str(tmp_path / "o")]) == 2
     assert "its training data is unknown" in capsys.readouterr().err
+
+
+def test_reflow_settings_come_by_the_one_config_route(tmp_path):
+    """--config (its reflow: section) < KEY=VALUE overrides < flags; a bad or stray key names the fix."""
+    import yaml
+
+    from train.reflow_cli import reflow_config
+    from vla_flow.config import ConfigError
+
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "train": {"lr": 1.0}, "reflow": {"steps": 7, "lr": 0.5}}))
+    cfg = reflow_config(str(path), ["reflow.lr=0.25", "reflow.pair_solver=euler"], {"steps": 9, "seed": None})
+    assert (cfg.steps, cfg.lr, cfg.pair_solver, cfg.seed) == (9, 0.25, "euler", 0)
+    assert reflow_config(None, [], {"distill_steps": 3}).distill_steps == 3
+    with pytest.raises(ConfigError, match="unknown config key 'reflow.stepz'.*Did you mean 'steps'"):
+        reflow_config(str(path), ["reflow.stepz=3"])
+    with pytest.raises(ConfigError, match="reflow settings are reflow.KEY=VALUE"):
+        reflow_config(None, ["steps=3"])
+    with pytest.raises(ConfigError, match="pair_steps: 0; expected a positive integer"):
+        reflow_config(None, [], {"pair_steps": 0})
