@@ -29,7 +29,7 @@ import numpy as np
 
 from envs import conventions as C
 from envs.config import EnvConfig
-from envs.render import apply_render_settings, render_metadata
+from envs.render import apply_render_settings, render_metadata, wrap_render
 from envs.tasks import TaskSpec, list_tasks, load_init_states, resolve_task, resolve_tasks  # noqa: F401 (re-exported)
 from vla_flow.errors import UserError
 
@@ -398,23 +398,4 @@ class LiberoEnv:
         honours ``cameras_on`` and times rendering for ``info["render_ms"]``."""
         sim = self.sim
         apply_render_settings(sim, self.cfg.render)
-        if not getattr(sim.render, "_vla_timed", False):
-            original = sim.render
-
-            def timed_render(*args, **kwargs):
-                on = self.cameras_on
-                if not (on is True or (on and kwargs.get("camera_name") in on)):
-                    h, w = kwargs.get("height", 1), kwargs.get("width", 1)
-                    blank = np.zeros((h, w, 3), dtype=np.uint8)
-                    return (blank, np.zeros((h, w), dtype=np.float32)) if kwargs.get("depth") else blank
-                t0 = time.perf_counter()
-                try:
-                    # robosuite renders into whatever GL context is current: with several envs in one
-                    # process that is another env's context (wrong or empty frames). Make ours current.
-                    sim._render_context_offscreen.gl_ctx.make_current()
-                    return original(*args, **kwargs)
-                finally:
-                    self._render_s += time.perf_counter() - t0
-
-            timed_render._vla_timed = True
-            sim.render = timed_render
+        wrap_render(sim, self)

@@ -58,3 +58,34 @@ def current_render_state(sim) -> dict:
         "shadows": bool(ctx.scn.flags[mujoco.mjtRndFlag.mjRND_SHADOW]),
         "reflections": bool(ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION]),
     }
+
+
+def wrap_render(sim, env) -> None:
+    """The one render wrapper of a robosuite ``MjSim`` (installed once per sim; a hard reset builds a new
+    one): it makes the sim's own GL context current (robosuite renders into whatever context is current:
+    with several envs in one process that is another env's, giving wrong or empty frames), honours
+    ``env.cameras_on`` (True, False or a set of camera names; cameras off give blank frames) and adds the
+    render time to ``env._render_s`` (``info["render_ms"]``)."""
+    import time
+
+    import numpy as np
+
+    if getattr(sim.render, "_vla_timed", False):
+        return
+    original = sim.render
+
+    def render(*args, **kwargs):
+        on = env.cameras_on
+        if not (on is True or (on and kwargs.get("camera_name") in on)):
+            h, w = kwargs.get("height", 1), kwargs.get("width", 1)
+            blank = np.zeros((h, w, 3), dtype=np.uint8)
+            return (blank, np.zeros((h, w), dtype=np.float32)) if kwargs.get("depth") else blank
+        t0 = time.perf_counter()
+        try:
+            sim._render_context_offscreen.gl_ctx.make_current()
+            return original(*args, **kwargs)
+        finally:
+            env._render_s += time.perf_counter() - t0
+
+    render._vla_timed = True
+    sim.render = render
