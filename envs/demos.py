@@ -281,6 +281,7 @@ class GenerationReport:
     skipped: int = 0
     failures: list = None  # [(episode, init_state, seed)] of this run's failed episodes
     errors: list = None  # [(episode, init_state, seed)] that raised (not failures; a rerun retries them)
+    episodes: list = None  # this run's episodes: {index, init_state, seed, success, steps, wall_s, error?}
 
     @property
     def steps_per_s(self) -> float:
@@ -398,4 +399,5 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
                             failures=sorted((r["index"], r["init_state"], r["seed"]) for r in results
                                             if not r["success"] and not r.get("error")),
                             errors=sorted((r["index"], r["init_state"], r["seed"]) for r in results
-                                          if r.get("error")))
+                                          if r.get("error")),
+                            episodes=sorted(results, key=lambda r: r["index"]))

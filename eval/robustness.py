@@ -98,13 +98,35 @@ def plan_suites(cfg, suites: list[str], checkpoint: str | Path) -> list[SuitePla
             raise UserError(f"{suite} has no task paired with {base} task(s) {missing} (pairing by task name, "
                             f"then instruction, found none); leave them out with --tasks or drop {suite}")
         mine = [by_base[i] for i in wanted]
-        sub = dataclasses.replace(cfg, suite=suite, tasks=[s.index for s in mine],
+        init_states = list(cfg.init_states)
+        if suite != base:
+            init_states = _available_init_states(suite, mine, init_states)
+        sub = dataclasses.replace(cfg, suite=suite, tasks=[s.index for s in mine], init_states=init_states,
                                   allow_task_transfer=cfg.allow_task_transfer or suite != base)
         validate(sub, checkpoint)  # init-state ranges, chunk size, ... (raises UserError naming the suite)
         pairs = [{"base_task": i, **{k: v for k, v in s.record().items() if k != "bddl_file"}}
                  for i, s in zip(wanted, mine)]
-        plans.append(SuitePlan(suite, sub, pairs, _differs(mine, [base_specs[i] for i in wanted], cfg.init_states)))
+        plans.append(SuitePlan(suite, sub, pairs, _differs(mine, [base_specs[i] for i in wanted], init_states)))
     return plans
+
+
+def _available_init_states(suite: str, specs: list, asked: list[int]) -> list[int]:
+    """The asked init-state indices that every task of this variant ships.
+
+    Some variants ship fewer starts than the base (LIBERO-PRO's ``FLOOR_SCENE1`` distractor suites: 10 per
+    task against 50), so one robustness command over all variants would otherwise be refused. A variant runs
+    the asked indices it has (they still pair with the base's same indices); the cut is printed and recorded
+    per suite in robustness.json and the report counts the episodes. A variant with none of them is an error.
+    """
+    have = min(t.n_init_states for t in specs)
+    kept = [i for i in asked if i < have]
+    if not kept:
+        raise UserError(f"{suite} ships {have} init states per task (0..{have - 1}), none of the asked "
+                        f"{asked[:5]}{'...' if len(asked) > 5 else ''}; ask for some of 0-{have - 1} or drop {suite}")
+    if len(kept) < len(asked):
+        print(f"note: {suite} ships {have} init states per task: it runs {len(kept)} of the {len(asked)} asked "
+              f"(0-{have - 1}), paired with the base's same indices", file=sys.stderr)
+    return kept
 
 
 def _check_trained(trained, base: str, specs: list, cfg) -> None:
@@ -161,7 +183,8 @@ def write_run_file(out: Path, plans: list[SuitePlan], cfg, checkpoint) -> dict:
             "pair_key": ["base_task", "init_state", "seed", "flow_steps"],
             "pairing": "variant task = the base task of the same name, else the same benchmark instruction, else the "
                        "same BDDL instruction (envs.tasks.pair_tasks); init-state index, seed and N equal",
-            "suite_info": {p.suite: {"pairs": p.pairs, "differs": p.differs} for p in plans},
+            "suite_info": {p.suite: {"pairs": p.pairs, "differs": p.differs, "init_states": list(p.cfg.init_states)}
+                           for p in plans},
             "command": " ".join(sys.argv), "start_time": time.strftime("%Y-%m-%dT%H:%M:%S")}
     if path.exists():
         old = json.loads(path.read_text())

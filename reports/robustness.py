@@ -107,6 +107,19 @@ def robustness_table(df: pd.DataFrame, base: str, suites: list[str]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
+def with_ceiling(table: pd.DataFrame, directory: str | Path) -> pd.DataFrame:
+    """Add the expert ceiling (``vla-flow ceiling``, ``DIR/expert/``) per suite: the scripted expert's successes
+    on the same tasks and starts, and the settle check's largest drift and tilt. Unchanged without it."""
+    from eval.ceiling import load_ceiling, summarize
+
+    ceiling = load_ceiling(directory)
+    if ceiling is None or table.empty:
+        return table
+    cols = ["suite", "expert_successes", "expert_n", "expert_rate", "expert_errors", "drift_mm_max",
+            "bowl_tilt_deg_max", "n_with_warnings"]
+    return table.merge(summarize(ceiling)[cols], on="suite", how="left")
+
+
 def format_table(table: pd.DataFrame) -> str:
     """Terminal text: suite x N, success [Wilson 95%], then the paired drop and McNemar p."""
     def pct(x):
@@ -118,8 +131,11 @@ def format_table(table: pd.DataFrame) -> str:
         if not math.isnan(r.get("n_pairs", NAN)):
             paired = (f"{int(r['n_pairs']):>5}  {100 * r['drop_vs_base']:+8.1f}   "
                       f"{int(r['b10']):>3}/{int(r['b01']):<3}  {r['p_value']:.3g}")
+        expert = ""
+        if r.get("expert_n", NAN) == r.get("expert_n", NAN) and "expert_n" in r:
+            expert = f"  expert {int(r['expert_successes'])}/{int(r['expert_n'])}, drift {r['drift_mm_max']:.2f} mm"
         lines.append(f"{r['suite']:<34} {r['flow_steps']:>2}  {r['successes']:>3}/{r['n_valid']:<3} "
-                     f"{pct(r['success_rate'])}  [{pct(r['ci_low'])}, {pct(r['ci_high'])}]  {paired}")
+                     f"{pct(r['success_rate'])}  [{pct(r['ci_low'])}, {pct(r['ci_high'])}]  {paired}{expert}")
     return "\n".join(lines)
 
 
@@ -169,11 +185,12 @@ def video_groups(df: pd.DataFrame, suites: list[str]) -> list[dict]:
         for suite in suites:
             r = g[g["suite"] == suite]
             if r.empty:
-                cells.append({"suite": suite, "outcome": "not run", "href": ""})
+                cells.append({"suite": suite, "outcome": "not run", "href": "", "poster": ""})
                 continue
             r = r.iloc[0]
             outcome = ("success" if r["success"] else "failure") if r["status"] == "ok" else r["status"]
-            cells.append({"suite": suite, "outcome": outcome, "href": r["video_href"], "task": r["task"]})
+            cells.append({"suite": suite, "outcome": outcome, "href": r["video_href"], "task": r["task"],
+                          "poster": r.get("poster_href", "")})
         groups.append({"key": dict(zip(PAIR_KEY, map(int, key))), "cells": cells})
     return groups
 
@@ -185,7 +202,7 @@ def make_robustness_report(directory: str | Path, out: str | Path) -> pd.DataFra
 
     import jinja2
 
-    from reports.html import TEMPLATES, _fmt_p, _fmt_pct, random_init, video_hrefs
+    from reports.html import TEMPLATES, _fmt_p, _fmt_pct, poster_hrefs, random_init, video_hrefs
     from reports.summary import load_run_meta
     from vla_flow.io import atomic_path, atomic_write_text
 
@@ -194,17 +211,18 @@ def make_robustness_report(directory: str | Path, out: str | Path) -> pd.DataFra
     df = load_episodes(directory, meta)
     base, suites = meta["base_suite"], [s for s in meta["suites"] if s in set(df["suite"])]
     out.mkdir(parents=True, exist_ok=True)
-    table = robustness_table(df, base, suites)
+    table = with_ceiling(robustness_table(df, base, suites), directory)
     with atomic_path(out / "robustness.csv") as tmp:
         table.to_csv(tmp, index=False)
     png = robustness_plot(table, base, out / "robustness.png")
     df["video_href"] = video_hrefs(df["video"], directory, out)
+    df["poster_href"] = poster_hrefs(df["video"], directory, out)  # the last frame: outcomes scan without playing
     runs = {s: load_run_meta(directory / s) for s in suites}
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pct=_fmt_pct, pval=_fmt_p)
     page = env.get_template("robustness.html.j2").render(
-        base=base, suites=suites, table=table.to_dict("records"), meta=meta,
+        base=base, suites=suites, table=table.to_dict("records"), meta=meta, has_ceiling="expert_n" in table,
         info={s: meta["suite_info"].get(s, {}) for s in suites},
         random_init=any(random_init(m) for m in runs.values()),
         plot=base64.b64encode(png.read_bytes()).decode(), groups=video_groups(df, suites),

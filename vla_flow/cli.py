@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "vla_flow.bench",     # bench {all,env,demos,policy,train,eval}
     "eval.offline",       # sweep-offline
     "train.reflow_cli",   # reflow
+    "eval.ceiling",       # ceiling
 ]
 
 

@@ -146,6 +146,18 @@ def test_pairing_keys_across_suites(trained_ckpt):
     assert plans[2].differs[0] == "instruction" and "scene" in plans[1].differs[0]
 
 
+def test_a_variant_with_fewer_init_states_runs_the_asked_ones_it_has(trained_ckpt, capsys):
+    """libero_spatial_with_milk ships 10 starts per task: asked 0-19, it runs 0-9 (paired with the base's 0-9),
+    says so, and robustness.json records each suite's own list."""
+    from eval.config import EvalConfig
+    from eval.robustness import plan_suites
+
+    plans = plan_suites(EvalConfig(tasks="1", init_states="0-19"), ["libero_spatial", "libero_spatial_with_milk",
+                                                                     "libero_spatial_swap"], trained_ckpt)
+    assert [p.cfg.init_states for p in plans] == [list(range(20)), list(range(10)), list(range(20))]
+    assert "libero_spatial_with_milk ships 10 init states per task: it runs 10 of the 20" in capsys.readouterr().err
+
+
 def test_robustness_route_refuses_bad_input_before_any_worker(trained_ckpt, tmp_path, capsys, monkeypatch):
     import envs.workers
     from vla_flow.cli import main
@@ -155,8 +167,10 @@ def test_robustness_route_refuses_bad_input_before_any_worker(trained_ckpt, tmp_
     cases = [(["--suites", "libero_spatial,libero_spatial_swpa"], "did you mean libero_spatial_swap"),
              (["--suites", "robustness_nope"], "presets: robustness_spatial"),
              (["--suites", "libero_spatial,libero_goal_swap"], "do not share one original suite"),
-             (["--suites", "libero_spatial,libero_spatial_with_milk", "--tasks", "1", "--init-states", "0-19"],
-              "libero_spatial_with_milk task 5 has 10"),
+             (["--suites", "libero_spatial,libero_spatial_with_milk", "--tasks", "1", "--init-states", "10-19"],
+              "libero_spatial_with_milk ships 10 init states per task (0..9), none of the asked"),
+             (["--suites", "libero_spatial_with_milk", "--tasks", "1", "--init-states", "0-50"],
+              "init states [50] out of range: libero_spatial task 1 has 50"),
              (["--suites", "libero_spatial,libero_spatial_swap", "--tasks", "3"], "trained on 1 task(s) of libero_spatial")]
     for flags, message in cases:
         assert main([*base, *flags]) == 2, flags

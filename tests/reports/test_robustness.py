@@ -128,3 +128,29 @@ def test_missing_or_foreign_folders_are_user_errors(robust_dir, tmp_path, capsys
     (empty / "robustness.json").write_text((robust_dir / "robustness.json").read_text())
     assert main(["report", str(empty)]) == 2
     assert "no episodes yet" in capsys.readouterr().err
+
+
+def test_report_puts_the_expert_ceiling_beside_each_suite(robust_dir, tmp_path, capsys):
+    """With DIR/expert/<suite>.parquet (`vla-flow ceiling`), each suite's rows carry the expert's successes over
+    its ok episodes (an error is not a failure) and the settle maxima; the page shows them."""
+    import shutil
+
+    from vla_flow.cli import main
+
+    d = tmp_path / "run"
+    shutil.copytree(robust_dir, d)
+    (d / "expert").mkdir()
+    for suite, succ, drift in ((BASE, [True, True, True], [0.01, 0.02, 0.0]), (VAR, [True, False, True], [0.1, 2.5, 0.0])):
+        pd.DataFrame({"suite": suite, "task_index": 0, "base_task": 0, "init_state": [0, 1, 2],
+                      "status": ["ok", "ok", "error" if suite == VAR else "ok"], "success": succ,
+                      "steps": 100, "drift_mm": drift, "bowl_tilt_deg": [0.0, 3.0, 1.0],
+                      "n_warnings": 0}).to_parquet(d / "expert" / f"{suite}.parquet")
+    out = tmp_path / "rep"
+    assert main(["report", str(d), "--out", str(out)]) == 0
+    assert "expert 1/2, drift 2.50 mm" in capsys.readouterr().out
+    csv = pd.read_csv(out / "robustness.csv")
+    var = csv[csv.suite == VAR].iloc[0]
+    assert (var.expert_successes, var.expert_n, var.expert_errors) == (1, 2, 1) and var.drift_mm_max == 2.5
+    assert csv[csv.suite == BASE].expert_rate.tolist() == [1.0, 1.0]
+    html = (out / "robustness.html").read_text()
+    assert "expert (same starts)" in html and "2.50 mm" in html
