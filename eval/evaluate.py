@@ -176,11 +176,13 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
     from envs.conventions import SETTLE_STEPS, STEP_LIMITS
     from envs.render import render_metadata
     from eval.results import file_sha256, library_versions
+    from policy.encoders import resolve_dtype
     from vla_flow.config import to_dict
 
     prov = plan.provenance
     return {"checkpoint": str(Path(checkpoint).resolve()), "checkpoint_sha256": file_sha256(checkpoint),
             "encoder": {**prov, "pretrained": prov.get("pretrained"), "random_init": bool(prov.get("random_init"))},
+            "encoder_dtype": resolve_dtype((plan.policy_cfg.get("vision") or {}).get("dtype", "float32")),
             "device": cfg.device, "render": render_metadata(env_cfg.render), "step_limits": dict(STEP_LIMITS),
             "max_steps": plan.max_steps, "settle_steps": env_cfg.settle_steps, "protocol_settle_steps": SETTLE_STEPS,
             "versions": library_versions(), "command": " ".join(sys.argv), "suite": cfg.suite,

@@ -184,7 +184,7 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
     train, val = build_frames(files, train_demos, horizon), build_frames(files, val_demos, horizon)
     policy = _policy(exp.policy, train, device)
     vision = exp.policy.vision
-    encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{vision.dtype}"
+    encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{policy.encoder.compute_dtype}"
     if vision.image_feature == "patch_tokens":
         encoder_name += f"|grid{vision.patch_grid}"
     wrist_files = None

@@ -73,3 +73,22 @@ def test_bfloat16_encoder_close_to_float32():
     noise = torch.randn(2, 1, 7)
     a, b = fp32.predict(**x, noise=noise), bf16.predict(**x, noise=noise)
     assert abs(a - b).max() < 0.05
+
+
+def test_auto_dtype_takes_bfloat16_only_where_it_is_native(monkeypatch, capsys):
+    """bf16 is the fast path only with native support (5.8x slower than float32 when emulated on AVX2)."""
+    import policy.encoders as E
+    from tests.policy.test_modeling import make_policy
+
+    monkeypatch.setattr(E, "native_bf16", lambda: "")
+    assert E.resolve_dtype("auto") == "float32" and E.resolve_dtype("float32") == "float32"
+    monkeypatch.setattr(E, "_WARNED", set())
+    assert E.resolve_dtype("bfloat16") == "bfloat16"  # explicit: honoured, with a note
+    assert "without native bf16" in capsys.readouterr().err
+    monkeypatch.setattr(E, "native_bf16", lambda: "cpu (AMX)")
+    assert E.resolve_dtype("auto") == "bfloat16"
+    monkeypatch.undo()
+    pol = make_policy(vision=dict(dtype="auto"))  # the real tower on this machine
+    want = E.resolve_dtype("auto")
+    assert pol.encoder.compute_dtype == want
+    assert next(pol.encoder.clip.visual.parameters()).dtype == getattr(torch, want)
