@@ -11,7 +11,7 @@ told apart from a variant nobody can solve. ``_task`` changes the goal: the expe
 policy was never trained on it.
 
 Output: ``DIR/expert/<suite>.parquet``, one row per (task, init state): ``suite, task_index, base_task,
-init_state, status (ok|error), success, steps, drift_mm, bowl_tilt_deg, n_warnings``, written atomically per
+init_state, status (ok|error), success, steps, drift_mm, drift_object, bowl_tilt_deg, n_warnings``, written atomically per
 suite; a rerun skips suites whose file covers the grid without errors. ``vla-flow report DIR`` then puts the
 expert's success and the settle numbers beside each suite's row.
 """
@@ -152,7 +152,8 @@ def _task_rows(spec, states: list[int], workers: int) -> list[dict]:
                      "init_state": k, "status": "error" if (not r or r.get("error")) else "ok",
                      "error": (r.get("error") or "") if r else "no result",
                      "success": bool(r.get("success", False)), "steps": int(r.get("steps", 0)),
-                     "drift_mm": s.get("drift_mm", float("nan")), "bowl": s.get("bowl", ""),
+                     "drift_mm": s.get("drift_mm", float("nan")), "drift_object": s.get("drift_object", ""),
+                     "bowl": s.get("bowl", ""),
                      "bowl_tilt_deg": s.get("bowl_tilt_deg", float("nan")),
                      "n_warnings": int(sum((s.get("warnings") or {}).values())) if s else -1})
     return rows

