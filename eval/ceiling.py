@@ -107,6 +107,10 @@ def run_ceiling(suites_text: str, tasks_text: str, init_states: list[int], out_d
             if path.is_file():
                 old = pd.read_parquet(path)
                 if set(zip(old["task_index"], old["init_state"])) == want and (old["status"] == "ok").all():
+                    if not set(SETTLE_COLUMNS) <= set(old.columns):  # a file from before a settle column existed
+                        old = _refresh_settle(old, specs)
+                        with atomic_path(path) as tmp:
+                            old.to_parquet(tmp, index=False)
                     frames.append(old)
                     continue
             t0 = time.perf_counter()
@@ -136,27 +140,51 @@ def _task_rows(spec, states: list[int], workers: int) -> list[dict]:
     rep = generate_demos(DemoConfig(episodes=len(plans), layouts="official", workers=min(workers, len(plans))),
                          env_cfg, "", record=False, plans=plans)
     by_state = {r["init_state"]: r for r in rep.episodes}
-    settle_cfg = EnvConfig(suite=spec.suite, task=spec.index, settle_steps=0, max_steps=SETTLE_STEPS_TOTAL,
-                           reset="soft", render=RenderConfig(cameras=[]))
-    settle = {}
-    try:
-        with LiberoEnv(spec, settle_cfg) as env:
-            for k in states:
-                settle[k] = check_init_state(env, k, C.SETTLE_STEPS, SETTLE_STEPS_TOTAL)
-    except Exception as exc:  # a scene that cannot settle is reported, not fatal
-        print(f"warning: settle check of {spec.suite} task {spec.index} raised {exc!r}", file=sys.stderr)
+    settle = _settle(spec, states)
     rows = []
     for k in states:
-        r, s = by_state.get(k, {}), settle.get(k, {})
+        r = by_state.get(k, {})
         rows.append({"suite": spec.suite, "task_index": spec.index, "task": spec.name, "base_task": spec.base_task,
                      "init_state": k, "status": "error" if (not r or r.get("error")) else "ok",
                      "error": (r.get("error") or "") if r else "no result",
-                     "success": bool(r.get("success", False)), "steps": int(r.get("steps", 0)),
-                     "drift_mm": s.get("drift_mm", float("nan")), "drift_object": s.get("drift_object", ""),
-                     "bowl": s.get("bowl", ""),
-                     "bowl_tilt_deg": s.get("bowl_tilt_deg", float("nan")),
-                     "n_warnings": int(sum((s.get("warnings") or {}).values())) if s else -1})
+                     "success": bool(r.get("success", False)), "steps": int(r.get("steps", 0)), **settle[k]})
     return rows
+
+
+SETTLE_COLUMNS = ("drift_mm", "drift_object", "bowl", "bowl_tilt_deg", "n_warnings")
+
+
+def _settle(spec, states: list[int]) -> dict[int, dict]:
+    """``envs.settle_check`` on each start of one task, in-process: ``{init_state: {SETTLE_COLUMNS}}``."""
+    from envs import conventions as C
+    from envs.config import EnvConfig, RenderConfig
+    from envs.libero import LiberoEnv
+    from envs.settle_check import check_init_state
+
+    cfg = EnvConfig(suite=spec.suite, task=spec.index, settle_steps=0, max_steps=SETTLE_STEPS_TOTAL,
+                    reset="soft", render=RenderConfig(cameras=[]))
+    out = {k: {"drift_mm": float("nan"), "drift_object": "", "bowl": "", "bowl_tilt_deg": float("nan"),
+               "n_warnings": -1} for k in states}
+    try:
+        with LiberoEnv(spec, cfg) as env:
+            for k in states:
+                r = check_init_state(env, k, C.SETTLE_STEPS, SETTLE_STEPS_TOTAL)
+                out[k] = {"drift_mm": r["drift_mm"], "drift_object": r["drift_object"], "bowl": r["bowl"],
+                          "bowl_tilt_deg": r["bowl_tilt_deg"], "n_warnings": int(sum(r["warnings"].values()))}
+    except Exception as exc:  # noqa: BLE001 - a scene that cannot settle is reported, not fatal
+        print(f"warning: settle check of {spec.suite} task {spec.index} raised {exc!r}", file=sys.stderr)
+    return out
+
+
+def _refresh_settle(df: pd.DataFrame, specs: list) -> pd.DataFrame:
+    """Recompute the settle columns of a finished file (no expert rerun: the expert rows are kept)."""
+    df = df.copy()
+    for spec in specs:
+        rows = df["task_index"] == spec.index
+        settle = _settle(spec, sorted(df.loc[rows, "init_state"]))
+        for col in SETTLE_COLUMNS:
+            df.loc[rows, col] = df.loc[rows, "init_state"].map(lambda k: settle[k][col])
+    return df
 
 
 def load_ceiling(directory: str | Path) -> pd.DataFrame | None:

@@ -43,6 +43,13 @@ def test_ceiling_runs_the_expert_and_the_settle_check_and_resumes(tmp_path, caps
     assert main(cmd) == 0  # resume: every suite's file covers the grid
     assert [f.stat().st_mtime_ns for f in files] == mtimes
     assert len(pd.read_parquet(files[0])) == 1
+    # a file written before a settle column existed: the rerun fills it in without rerunning the expert
+    old = pd.read_parquet(files[1]).drop(columns=["drift_object"]).assign(steps=7)
+    old.to_parquet(files[1], index=False)
+    assert main(cmd) == 0
+    new = pd.read_parquet(files[1])
+    assert new.drift_object.tolist() != [""] and new.steps.tolist() == [7]  # expert rows kept as they were
+    assert new.drift_mm.tolist() == pytest.approx(df[df.suite == "libero_spatial_swap"].drift_mm.tolist())
 
 
 def test_bad_input_is_one_line_before_any_simulator(tmp_path, capsys, monkeypatch):
