@@ -32,6 +32,7 @@ from envs.config import EnvConfig
 from envs.render import apply_render_settings, render_metadata, wrap_render
 from envs.tasks import TaskSpec, list_tasks, load_init_states, resolve_task, resolve_tasks  # noqa: F401 (re-exported)
 from vla_flow.errors import UserError
+from vla_flow.worklog import mark
 
 # MuJoCo warnings that mean the integration blew up (MuJoCo then silently resets mjData).
 UNSTABLE_WARNINGS = ("BADQPOS", "BADQVEL", "BADQACC")
@@ -152,6 +153,7 @@ class LiberoEnv:
         self.max_steps = self.cfg.max_steps or C.STEP_LIMITS[self.task.suite]
         self.init_states = load_init_states(self.task)
         t0 = time.perf_counter()
+        mark("simulator")
         self._env = _create_env(self.task, self.cfg, horizon=self.cfg.settle_steps + self.max_steps + 1)
         self.create_s = time.perf_counter() - t0
         self._render_s = 0.0

@@ -214,6 +214,9 @@ class EnvWorker:
         self._start()
 
     def _start(self) -> None:
+        from vla_flow.worklog import mark
+
+        mark("worker")
         parent, child = self._ctx.Pipe(duplex=True)
         self.proc = self._ctx.Process(target=worker_main, args=(child, self.faults, os.getpid()),
                                       name=f"libero-worker-{self.slot}", daemon=True)

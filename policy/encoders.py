@@ -200,6 +200,9 @@ class FrozenClip(nn.Module):
         super().__init__()
         import open_clip
 
+        from vla_flow.worklog import mark
+
+        mark("model")
         self.vcfg = vcfg
         self.clip, self.provenance = load_clip(vcfg)
         tok_name = "ViT-B-16-quickgelu" if vcfg.model == TINY_MODEL else vcfg.model
