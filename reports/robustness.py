@@ -107,13 +107,18 @@ def robustness_table(df: pd.DataFrame, base: str, suites: list[str]) -> pd.DataF
     return pd.DataFrame(rows)
 
 
-def with_ceiling(table: pd.DataFrame, directory: str | Path) -> pd.DataFrame:
+def with_ceiling(table: pd.DataFrame, directory: str | Path, episodes: pd.DataFrame) -> pd.DataFrame:
     """Add the expert ceiling (``vla-flow ceiling``, ``DIR/expert/``) per suite: the scripted expert's successes
-    on the same tasks and starts, and the settle check's largest drift and tilt. Unchanged without it."""
+    and the settle check's largest drift and tilt, on the (task, init state) starts the policy ran in that
+    suite (a ceiling run over more starts is cut to those). Unchanged without it."""
     from eval.ceiling import load_ceiling, summarize
 
     ceiling = load_ceiling(directory)
     if ceiling is None or table.empty:
+        return table
+    ran = episodes[["suite", "task_index", "init_state"]].drop_duplicates()
+    ceiling = ceiling.merge(ran, on=["suite", "task_index", "init_state"], how="inner")
+    if ceiling.empty:
         return table
     cols = ["suite", "expert_successes", "expert_n", "expert_rate", "expert_errors", "drift_mm_max",
             "bowl_tilt_deg_max", "n_with_warnings"]
@@ -211,7 +216,7 @@ def make_robustness_report(directory: str | Path, out: str | Path) -> pd.DataFra
     df = load_episodes(directory, meta)
     base, suites = meta["base_suite"], [s for s in meta["suites"] if s in set(df["suite"])]
     out.mkdir(parents=True, exist_ok=True)
-    table = with_ceiling(robustness_table(df, base, suites), directory)
+    table = with_ceiling(robustness_table(df, base, suites), directory, df)
     with atomic_path(out / "robustness.csv") as tmp:
         table.to_csv(tmp, index=False)
     png = robustness_plot(table, base, out / "robustness.png")
