@@ -61,28 +61,19 @@ def _main(args) -> int:
 def plan(suites_text: str, tasks_text: str, init_states: list[int]) -> list[tuple[str, list, list[int]]]:
     """``[(suite, [TaskSpec paired with each asked base task], [init states it ships])]``; every check first."""
     from envs.tasks import list_tasks
-    from eval.robustness import _available_init_states, expand_suites
+    from eval.robustness import _available_init_states, base_task_indices, expand_suites, paired_tasks
     from vla_flow.config import parse_int_list
 
     suites = expand_suites(suites_text)
     base_specs = list_tasks(suites[0])
     try:
-        wanted = (list(range(len(base_specs))) if str(tasks_text).strip() == "all"
-                  else parse_int_list(tasks_text, "--tasks"))
+        tasks = "all" if str(tasks_text).strip() == "all" else parse_int_list(tasks_text, "--tasks")
     except ValueError as exc:
         raise UserError(str(exc)) from exc
-    bad = [i for i in wanted if not 0 <= i < len(base_specs)]
-    if bad:
-        raise UserError(f"--tasks: unknown task index {bad} in {suites[0]}: it has tasks 0..{len(base_specs) - 1}")
+    wanted = base_task_indices(suites[0], base_specs, tasks)
     out = []
     for suite in suites:
-        specs = base_specs if suite == suites[0] else list_tasks(suite)
-        by_base = {s.base_task: s for s in specs if s.base_task is not None}
-        missing = [i for i in wanted if i not in by_base]
-        if missing:
-            raise UserError(f"{suite} has no task paired with {suites[0]} task(s) {missing}; leave them out "
-                            f"with --tasks or drop {suite}")
-        mine = [by_base[i] for i in wanted]
+        mine = paired_tasks(suite, suites[0], base_specs, wanted)
         out.append((suite, mine, _available_init_states(suite, mine, init_states)))
     return out
 

@@ -84,20 +84,11 @@ def plan_suites(cfg, suites: list[str], checkpoint: str | Path) -> list[SuitePla
 
     base = suites[0]
     base_specs = list_tasks(base)
-    wanted = list(range(len(base_specs))) if cfg.tasks == "all" else list(cfg.tasks)
-    bad = [i for i in wanted if i >= len(base_specs)]
-    if bad:
-        raise UserError(f"unknown task index {bad} in {base}: it has tasks 0..{len(base_specs) - 1}")
+    wanted = base_task_indices(base, base_specs, cfg.tasks)
     _check_trained(trained_tasks(read_checkpoint(checkpoint)), base, [base_specs[i] for i in wanted], cfg)
     plans = []
     for suite in suites:
-        specs = base_specs if suite == base else list_tasks(suite)
-        by_base = {s.base_task: s for s in specs if s.base_task is not None}
-        missing = [i for i in wanted if i not in by_base]
-        if missing:
-            raise UserError(f"{suite} has no task paired with {base} task(s) {missing} (pairing by task name, "
-                            f"then instruction, found none); leave them out with --tasks or drop {suite}")
-        mine = [by_base[i] for i in wanted]
+        mine = paired_tasks(suite, base, base_specs, wanted)
         init_states = list(cfg.init_states)
         if suite != base:
             init_states = _available_init_states(suite, mine, init_states)
@@ -108,6 +99,28 @@ def plan_suites(cfg, suites: list[str], checkpoint: str | Path) -> list[SuitePla
                  for i, s in zip(wanted, mine)]
         plans.append(SuitePlan(suite, sub, pairs, _differs(mine, [base_specs[i] for i in wanted], init_states)))
     return plans
+
+
+def base_task_indices(base: str, base_specs: list, tasks) -> list[int]:
+    """``"all"`` or a list of task indices of the base suite -> the indices, each checked to exist."""
+    wanted = list(range(len(base_specs))) if tasks == "all" else list(tasks)
+    bad = [i for i in wanted if not 0 <= i < len(base_specs)]
+    if bad:
+        raise UserError(f"unknown task index {bad} in {base}: it has tasks 0..{len(base_specs) - 1}")
+    return wanted
+
+
+def paired_tasks(suite: str, base: str, base_specs: list, wanted: list[int]) -> list:
+    """The TaskSpec of ``suite`` paired with each wanted base task (``envs.tasks.pair_tasks``), in order."""
+    from envs.tasks import list_tasks
+
+    specs = base_specs if suite == base else list_tasks(suite)
+    by_base = {s.base_task: s for s in specs if s.base_task is not None}
+    missing = [i for i in wanted if i not in by_base]
+    if missing:
+        raise UserError(f"{suite} has no task paired with {base} task(s) {missing} (pairing by task name, "
+                        f"then instruction, found none); leave them out with --tasks or drop {suite}")
+    return [by_base[i] for i in wanted]
 
 
 def _available_init_states(suite: str, specs: list, asked: list[int]) -> list[int]:
