@@ -189,7 +189,10 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
             "tasks": [t.record() for t in plan.tasks],  # the instruction fed and its source, per task
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": to_dict(cfg), "env": to_dict(env_cfg),
             "world_size": world, "n_action_steps": plan.n_action_steps,
-            "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant}}
+            "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant,
+                          # the sampler that ran: the eval override, else the checkpoint's own
+                          "solver": cfg.solver or plan.policy_cfg.get("solver", "euler"),
+                          "time_grid": cfg.time_grid or plan.policy_cfg.get("time_grid", "uniform")}}
 
 
 def make_caller(policy, cfg: EvalConfig, plan: Plan):

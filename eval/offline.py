@@ -71,7 +71,8 @@ def parse_settings(args) -> dict:
             "noise_samples": args.noise_samples, "seed": args.seed}
 
 
-def _label(checkpoint: str) -> str:
+def checkpoint_label(checkpoint: str) -> str:
+    """The name a checkpoint goes by in tables: its run folder (RUN/checkpoints/last.pt -> RUN), else the stem."""
     p = Path(checkpoint).resolve()
     return p.parent.parent.name if p.parent.name == "checkpoints" else p.stem
 
@@ -124,7 +125,7 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
                 for n in s["flow_steps"]:
                     record: list = []
                     x1 = policy.sample_normalized(c, n, x0, solver, grid, record=record)
-                    out.append({"checkpoint": _label(checkpoint), "solver": solver, "time_grid": grid, "N": n,
+                    out.append({"checkpoint": checkpoint_label(checkpoint), "solver": solver, "time_grid": grid, "N": n,
                                 "nfe": flow.nfe(n, solver), "mse_demo": mse(raw(x1), demo),
                                 "mse_ref": mse(raw(x1), ref),
                                 "straightness": float(flow.straightness(x0, x1, record).mean()),

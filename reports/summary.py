@@ -264,6 +264,27 @@ def paired_runs(df: pd.DataFrame, run_a: str, run_b: str, flow_steps: int) -> pd
     return out
 
 
+def paired_points(df: pd.DataFrame, a: tuple[str, int], b: tuple[str, int]) -> pd.DataFrame:
+    """Paired comparison of two (run, N) points, e.g. a reflowed checkpoint at N=1 against its teacher at
+    N=10, on the same (task, init_state, seed) keys. Same columns as :func:`paired`, with ``a``/``b``
+    holding ``"run@N"``. Pairing across N is meaningful because the initial noise is drawn from the episode's
+    seed alone (the same for every N and checkpoint)."""
+    if "run" not in df.columns:
+        raise UserError("paired_points needs a table with a 'run' column: load(...) several directories")
+    sides, labels = [], []
+    for run, n in (a, b):
+        side = _one_run(df, run)
+        side = side[side["flow_steps"] == n]
+        if side.empty:
+            raise UserError(f"run {run!r} has no episodes with flow_steps={n}")
+        sides.append(side)
+        labels.append(f"{run}@{n}")
+    out = _compare(sides[0], sides[1], f"run {labels[0]}", f"run {labels[1]}")
+    out.insert(1, "a", labels[0])
+    out.insert(2, "b", labels[1])
+    return out
+
+
 @dataclass
 class Comparison:
     """One paired comparison for the report: a title and its table, or the reason it was refused."""
