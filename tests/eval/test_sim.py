@@ -59,7 +59,8 @@ def test_rows_timings_and_metadata(run2):
     from tests.eval.kernels import gemm_row_invariant
 
     # verified where this machine's kernels are row-invariant; elsewhere the run says so (and falls back)
-    assert meta["inference"] == {"batch_size": 2, "batch_invariant_verified": gemm_row_invariant()}
+    assert meta["inference"] == {"batch_size": 2, "batch_invariant_verified": gemm_row_invariant(),
+                                 "solver": "euler", "time_grid": "uniform"}  # what ran: the checkpoint's own
     assert meta["versions"]["mujoco"] and len(meta["checkpoint_sha256"]) == 64
     first = actions(out)["t00_init00_N1_seed0.npy"]
     assert first.shape == (STEPS, 7) and np.abs(first).max() <= 1.0
