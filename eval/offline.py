@@ -145,9 +145,14 @@ def plot(df, path: Path) -> Path:
     from vla_flow.io import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    for i, ((ck, solver, grid), g) in enumerate(df.groupby(["checkpoint", "solver", "time_grid"], sort=False)):
+    # one colour per checkpoint, one line style per solver, one marker per time grid: with three checkpoints,
+    # two solvers and two grids, twelve cycled colours repeated and two curves looked like one
+    colors = {ck: f"C{i % 10}" for i, ck in enumerate(dict.fromkeys(df["checkpoint"]))}
+    styles, markers = {"euler": "-", "midpoint": "--"}, {"uniform": "o", "cosine": "s", "early": "^", "late": "v"}
+    for (ck, solver, grid), g in df.groupby(["checkpoint", "solver", "time_grid"], sort=False):
         label = f"{ck} {solver}" + ("" if grid == "uniform" else f" {grid}")
-        kw = {"marker": "o", "ms": 4, "color": f"C{i % 10}", "label": label}
+        kw = {"marker": markers.get(grid, "o"), "ms": 4, "color": colors[ck], "ls": styles.get(solver, ":"),
+              "label": label}
         axes[0].plot(g["nfe"], g["mse_demo"], **kw)
         ref, bent = g[g["mse_ref"] > 1e-12], g[g["straightness"] > 1e-12]  # log axes: 0 by construction
         axes[1].plot(ref["nfe"], ref["mse_ref"], **kw)  # (the reference itself; a one-step path) left out
@@ -161,10 +166,11 @@ def plot(df, path: Path) -> Path:
         ax.grid(alpha=0.3, which="both")
     axes[1].set_yscale("log")
     axes[2].set_yscale("log")
-    axes[0].legend(fontsize=7)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=7, loc="center left", bbox_to_anchor=(1.0, 0.5))  # outside: no curve hidden
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110)
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
 
