@@ -3,6 +3,7 @@
 ``bench_policy``: for each batch size and each Euler step count N, the median over ``repeats`` calls of
 ``predict``'s own timings: ``encode_ms`` (frozen image encoder + cached text lookup), ``flow_ms`` (the N-step
 Euler loop + unnormalize), ``total_ms`` (the whole call, input checks included).
+``bench_flow``: the flow loop alone per N, batch and thread count, N values interleaved (ratios side by side).
 ``bench_encoder_dtype``: the frozen image encoder in float32 vs bfloat16 (weights cast once) at several
 thread counts, with the action error that bf16 features cause against fp32 features.
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import statistics
+import time
 
 import numpy as np
 import torch
@@ -85,6 +87,49 @@ def bench_policy(device: str = "cpu", batches=(1, 16), flow_steps=(1, 2, 5, 10, 
                     bar.update()
                 med = {k: statistics.median(s[k] for s in samples) for k in ("encode_ms", "flow_ms", "total_ms")}
                 rows.append({"device": str(device), "batch": batch, "flow_steps": n, **med})
+    return rows
+
+
+def bench_flow(cfg=None, flow_steps=(1, 2, 5, 10), batches=(1, 2), threads=(1, 0), repeats: int = 200,
+               quick: bool = False, policy=None) -> list[dict]:
+    """The flow loop alone (``sample_actions`` + copy out: what ``predict`` times as ``flow_ms``) per N, batch
+    and torch thread count; the N values run round-robin inside each repeat, so a load on the machine hits
+    every N alike and the ratios are side by side. ``threads`` 0 = torch's default.
+
+    Why a bench of its own: the loop is ~1-5 ms against a ~60-600 ms image encode, so ``bench_policy``'s few
+    whole calls cannot resolve it, and its fixed part (hoisted conditioning product, time terms, unnormalize)
+    decides how far one step is from 1/N of N steps. Rows {threads, batch, flow_steps, flow_ms_min,
+    flow_ms_p50, ratio_p50} with ratio_p50 = p50 / p50 of the largest N at the same threads and batch."""
+    from tqdm import tqdm
+
+    if quick:
+        batches, repeats = (1,), 20
+    policy = policy or build_bench_policy(cfg)
+    default, rows = torch.get_num_threads(), []
+    try:
+        with torch.inference_mode(), tqdm(total=len(threads) * len(batches) * repeats, desc="bench flow",
+                                          leave=False) as bar:
+            for nt in threads:
+                torch.set_num_threads(nt or default)
+                for batch in batches:
+                    cond = torch.randn(batch, policy.cfg.embed_dim)  # the fused condition (B, D)
+                    noise = policy.make_noise(batch, torch.Generator().manual_seed(0))
+                    times: dict[int, list[float]] = {n: [] for n in flow_steps}
+                    for n in flow_steps:  # warm-up
+                        policy.sample_actions(cond, n, noise).float().cpu().numpy()
+                    for _ in range(repeats):
+                        for n in flow_steps:
+                            t0 = time.perf_counter()
+                            policy.sample_actions(cond, n, noise).float().cpu().numpy()
+                            times[n].append((time.perf_counter() - t0) * 1e3)
+                        bar.update()
+                    ref = statistics.median(times[max(flow_steps)])
+                    for n in flow_steps:
+                        p50 = statistics.median(times[n])
+                        rows.append({"threads": nt or default, "batch": batch, "flow_steps": n,
+                                     "flow_ms_min": min(times[n]), "flow_ms_p50": p50, "ratio_p50": p50 / ref})
+    finally:
+        torch.set_num_threads(default)
     return rows
 
 

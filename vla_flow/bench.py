@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-STAGES = ("env", "demos", "policy", "train", "eval")
+STAGES = ("env", "demos", "policy", "flow", "train", "eval")
 
 
 def register(subparsers) -> None:
@@ -46,6 +46,9 @@ def _stage_rows(stage: str, args: argparse.Namespace):
     elif stage == "policy":
         from policy.bench import bench_policy
         rows = bench_policy(cfg=cfg.policy if cfg is not None else None, device=args.device, quick=args.quick)
+    elif stage == "flow":
+        from policy.bench import bench_flow
+        rows = bench_flow(cfg=cfg.policy if cfg is not None else None, quick=args.quick)
     elif stage == "train":
         from train.bench import bench_train
         rows = bench_train(cfg=cfg, device=args.device, quick=args.quick)
@@ -123,6 +126,12 @@ def to_uniform(stage: str, df):
         for _, r in df.iterrows():
             add(f"policy {r['device']} batch {r['batch']} N={r['flow_steps']}{_variant(r)}", r["total_ms"], "ms",
                 "image encode", r["encode_ms"])
+    elif stage == "flow":
+        for _, r in df.iterrows():
+            n_ref = df["flow_steps"].max()
+            ref = df[(df["threads"] == r["threads"]) & (df["batch"] == r["batch"]) & (df["flow_steps"] == n_ref)]
+            add(f"flow loop {r['threads']} thread(s) batch {r['batch']} N={r['flow_steps']}", r["flow_ms_p50"],
+                "ms", f"N={n_ref}", ref["flow_ms_p50"].iloc[0])
     elif stage == "train":
         first = df.iloc[0]
         for _, r in df.iterrows():

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from policy.bench import bench_policy
+from policy.bench import bench_flow, bench_policy
 from policy.checkpoint import save_checkpoint
 from tests.policy.test_modeling import make_policy
 from vla_flow.cli import main
@@ -32,3 +32,13 @@ def test_bench_policy_rows():
     assert [(r["batch"], r["flow_steps"]) for r in rows] == [(1, 1), (1, 3), (2, 1), (2, 3)]
     assert set(rows[0]) == {"device", "batch", "flow_steps", "encode_ms", "flow_ms", "total_ms"}
     assert all(r["total_ms"] >= r["encode_ms"] > 0 and r["flow_ms"] > 0 for r in rows)
+
+
+def test_bench_flow_rows_and_ratios():
+    """Rows per (threads, batch, N); the largest N is each group's reference (ratio 1) and, with ten times
+    the network calls, one step must time below it."""
+    rows = bench_flow(flow_steps=(1, 10), batches=(1, 2), threads=(1,), repeats=15, policy=make_policy())
+    assert [(r["threads"], r["batch"], r["flow_steps"]) for r in rows] == [(1, 1, 1), (1, 1, 10), (1, 2, 1), (1, 2, 10)]
+    assert all(0 < r["flow_ms_min"] <= r["flow_ms_p50"] for r in rows)
+    for one, ten in zip(rows[::2], rows[1::2]):
+        assert ten["ratio_p50"] == 1.0 and 0 < one["ratio_p50"] < 1.0
