@@ -130,8 +130,9 @@ def to_uniform(stage: str, df):
         for _, r in df.iterrows():
             n_ref = df["flow_steps"].max()
             ref = df[(df["threads"] == r["threads"]) & (df["batch"] == r["batch"]) & (df["flow_steps"] == n_ref)]
-            add(f"flow loop {r['threads']} thread(s) batch {r['batch']} N={r['flow_steps']}", r["flow_ms_p50"],
-                "ms", f"N={n_ref}", ref["flow_ms_p50"].iloc[0])
+            # iterrows upcasts the int columns to float beside the ms ones
+            name = f"flow loop {int(r['threads'])} thread(s) batch {int(r['batch'])} N={int(r['flow_steps'])}"
+            add(name, r["flow_ms_p50"], "ms", f"N={n_ref}", ref["flow_ms_p50"].iloc[0])
     elif stage == "train":
         first = df.iloc[0]
         for _, r in df.iterrows():
