@@ -6,10 +6,11 @@ episodes of each episode's mean ``flow_ms_mean``), on a log scale. The whole cal
 machine noise (N=10 plotted faster than N=5 when the total was the axis). Tables without ``flow_ms`` fall
 back to the total on the axis.
 
-One panel per task plus an "all tasks" panel first (one panel when there is one task); in each panel one point per flow-step count N, joined in
-N order so the trade-off curve reads left (fast) to right (slow). With several runs (e.g. a checkpoint, its
-reflow, another solver) each run gets its own colour and its own labels; past three runs the whole-call figures move into the legend
-(beside the panel) and the points keep only "N=n". Matplotlib's Agg backend.
+One panel per task plus an "all tasks" panel first (one panel when there is one task); in each panel one point
+per flow-step count N, joined in N order so the trade-off curve reads left (fast) to right (slow). With several
+runs (e.g. a checkpoint, its reflow, another solver) each run gets its own colour and its own labels; past three
+runs the whole-call figures move into the legend (beside the panel) and the points keep only "N=n".
+Matplotlib's Agg backend.
 """
 from __future__ import annotations
 

@@ -35,10 +35,12 @@ def test_bench_policy_rows():
 
 
 def test_bench_flow_rows_and_ratios():
-    """Rows per (threads, batch, N); the largest N is each group's reference (ratio 1) and, with ten times
-    the network calls, one step must time below it."""
-    rows = bench_flow(flow_steps=(1, 10), batches=(1, 2), threads=(1,), repeats=15, policy=make_policy())
-    assert [(r["threads"], r["batch"], r["flow_steps"]) for r in rows] == [(1, 1, 1), (1, 1, 10), (1, 2, 1), (1, 2, 10)]
+    """Rows per (threads, batch, N), N values timed round-robin; each row's ratio is its median over the
+    largest N's median at the same threads and batch (no timing is asserted: speed lives in the bench)."""
+    rows = bench_flow(flow_steps=(1, 10), batches=(1, 2), threads=(1,), repeats=5, policy=make_policy())
+    keys = [(r["threads"], r["batch"], r["flow_steps"]) for r in rows]
+    assert keys == [(1, 1, 1), (1, 1, 10), (1, 2, 1), (1, 2, 10)]
     assert all(0 < r["flow_ms_min"] <= r["flow_ms_p50"] for r in rows)
     for one, ten in zip(rows[::2], rows[1::2]):
-        assert ten["ratio_p50"] == 1.0 and 0 < one["ratio_p50"] < 1.0
+        assert ten["ratio_p50"] == 1.0
+        assert one["ratio_p50"] == pytest.approx(one["flow_ms_p50"] / ten["flow_ms_p50"])

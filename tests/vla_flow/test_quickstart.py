@@ -92,7 +92,8 @@ def test_bench_all_prints_every_row(tmp_path):
     table = pd.read_csv(csv)
     assert set(table["stage"]) == {"env", "demos", "policy", "flow", "train", "eval"}
     for measure in ("env steps/s, cameras_off", "env steps/s, one_camera_fast", "demo generation, 2 worker(s)",
-                    "policy cpu batch 1 N=10", "flow loop 1 thread(s) batch 1 N=1", "train cached, 1 proc", "eval naive, 1 worker(s)"):
+                    "policy cpu batch 1 N=10", "flow loop 1 thread(s) batch 1 N=1", "train cached, 1 proc",
+                    "eval naive, 1 worker(s)"):
         assert any(m.startswith(measure) for m in table["measure"]), (measure, list(table["measure"]))
         assert measure.split(",")[0] in proc.stdout
     assert table["value"].notna().all()
