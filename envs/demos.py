@@ -33,7 +33,8 @@ import numpy as np
 
 from envs import conventions as C
 from envs.config import DemoConfig, EnvConfig, RenderConfig
-from envs.expert import PickPlaceExpert, parse_goal, read_scene
+from envs.expert import PickPlaceExpert
+from envs.scene import parse_goal, read_scene
 from vla_flow.errors import UserError
 from vla_flow.io import atomic_path
 

@@ -25,7 +25,6 @@ Measured 2026-11-25 (libero_spatial, all 10 tasks x init states 0-4; tasks 5 and
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -50,7 +49,7 @@ def _target(env) -> str:
         return env.objects_of_interest[0]
     from pathlib import Path
 
-    from envs.expert import parse_goal
+    from envs.scene import parse_goal
 
     try:
         return parse_goal(Path(env.task.bddl_file).read_text()).target

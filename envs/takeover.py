@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.expert import CLOSE, MIN_GRASP_WIDTH, OPEN, PickPlaceExpert, SceneState
+from envs.expert import CLOSE, MIN_GRASP_WIDTH, OPEN, PickPlaceExpert
+from envs.scene import SceneState
 
 HOLDING_WIDTH = 0.03  # finger opening (m) at most while pinching the bowl's wall (open: ~0.08)
 OPEN_WIDTH = 0.06  # finger opening (m) at least when the hand is open

@@ -7,8 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from envs.expert import (LEANING_DEG, Goal, PickPlaceExpert, SceneState,
-                         _footprint_radius, _rises_above, parse_goal)
+from envs.expert import LEANING_DEG, PickPlaceExpert
+from envs.scene import Goal, SceneState, _footprint_radius, _rises_above, parse_goal
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 

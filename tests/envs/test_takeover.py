@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.expert import Goal, PickPlaceExpert, SceneState
+from envs.scene import Goal, SceneState
 from envs.takeover import TakeoverExpert, pick_takeover_steps, resume_expert
 
 
