@@ -52,7 +52,11 @@ def test_default_out_is_dir_and_several_dirs(tmp_path, capsys):
     assert main(["report", str(a), str(b), "--out", str(tmp_path / "ab")]) == 0
     table = pd.read_csv(tmp_path / "ab" / "summary.csv")
     assert set(table.run) == {"a", "b"}
-    assert "run a (A) vs run b (B) at N=5" in (tmp_path / "ab" / "report.html").read_text()
+    page = (tmp_path / "ab" / "report.html").read_text()
+    assert "run a (A) vs run b (B) at N=5" in page
+    # one random-init warning naming every such run, not one banner (and one clause) per run
+    assert page.count('class="banner danger"') == 1 and "runs a, b used a randomly initialised" in page
+    assert page.count("<strong>random-init</strong> CLIP") == 1
 
 
 def test_empty_table_is_a_clear_error(tmp_path, capsys):
