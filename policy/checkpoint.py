@@ -66,13 +66,38 @@ def save_checkpoint(path: str | Path, policy: FlowPolicy, include_encoder: bool 
         "includes_encoder": include_encoder,
         "extra": extra,
     }
-    path = Path(path)
+    return _write(Path(path), ckpt)
+
+
+def _write(path: Path, ckpt: dict) -> Path:
     buf = io.BytesIO()  # serialize in memory: a full disk then fails in a plain write, whose OSError (ENOSPC)
     torch.save(ckpt, buf)  # atomic_path turns into one clear error (torch's own writer says "unexpected pos")
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as fh:
             fh.write(buf.getbuffer())
     return path
+
+
+# What a training checkpoint carries only to resume training (train/checkpoints.py): Adam's two moments alone
+# are twice the weights, so a published policy is a third of last.pt's size without them.
+TRAINING_STATE = ("optimizer", "scheduler", "rng", "window")
+
+
+def export_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Write ``src`` to ``dst`` without its training state: the weights (bit for bit), config, statistics,
+    provenance and ``extra`` minus :data:`TRAINING_STATE`, plus ``extra["exported_from"]``. The copy loads
+    with ``load_policy`` / ``vla-flow eval`` / ``predict`` and predicts exactly as ``src``; it cannot resume
+    training. ``src`` is checked by loading it first (keys, shapes, encoder fingerprint, finite weights)."""
+    src, dst = Path(src), Path(dst)
+    if dst.exists() and src.exists() and os.path.samefile(src, dst):
+        raise CheckpointError(f"--out {dst} is the checkpoint itself; pick another file name")
+    load_policy(src)
+    ckpt = read_checkpoint(src)
+    extra = dict(ckpt.get("extra") or {})
+    dropped = [k for k in TRAINING_STATE if extra.pop(k, None) is not None]
+    extra["exported_from"] = {"path": str(src), "dropped": dropped}
+    ckpt["extra"] = extra
+    return _write(dst, ckpt)
 
 
 def _intact_sibling(path: Path) -> Path | None:

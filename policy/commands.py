@@ -14,6 +14,30 @@ from vla_flow.errors import UserError
 
 
 def register(subparsers) -> None:
+    register_predict(subparsers)
+    e = subparsers.add_parser(
+        "export", help="a checkpoint without its training state, to publish or share (~1/3 the size)",
+        description="Write CHECKPOINT to OUT without the optimizer, scheduler, RNG and metrics window that "
+                    "only resuming training needs. Weights, config, normalization statistics and provenance are "
+                    "kept bit for bit: OUT evaluates and predicts exactly as CHECKPOINT (vla-flow eval / predict, "
+                    "load_policy), but cannot resume training.")
+    e.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt), e.g. RUN/checkpoints/last.pt")
+    e.add_argument("--out", required=True, help="file to write (.pt)")
+    e.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from policy.checkpoint import export_checkpoint
+
+    out = export_checkpoint(args.checkpoint, args.out)
+    mb = lambda p: Path(p).stat().st_size / 1e6  # noqa: E731
+    print(f"wrote {out} ({mb(out):.1f} MB; {args.checkpoint}: {mb(args.checkpoint):.1f} MB)")
+    return 0
+
+
+def register_predict(subparsers) -> None:
     p = subparsers.add_parser("predict", help="predict one action from an image + instruction + proprio",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="policy checkpoint (.pt)")

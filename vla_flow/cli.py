@@ -17,7 +17,7 @@ COMMAND_MODULES = [
     "envs.commands",      # tasks
     "envs.demos_cli",     # demos
     "train.commands",     # train
-    "policy.commands",    # predict
+    "policy.commands",    # predict, export
     "eval.commands",      # eval
     "reports.commands",   # report
     "vla_flow.quickstart",  # quickstart

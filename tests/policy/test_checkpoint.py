@@ -76,3 +76,33 @@ def test_not_a_checkpoint(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"junk")
     with pytest.raises(CheckpointError, match="not a PyTorch checkpoint"):
         load_policy(tmp_path / "junk.pt")
+
+
+def test_export_drops_training_state_and_predicts_the_same(saved, tmp_path):
+    from vla_flow.cli import main
+
+    policy, path = saved
+    out = tmp_path / "published.pt"
+    assert main(["export", "--checkpoint", str(path), "--out", str(out)]) == 0
+    raw = torch.load(out, map_location="cpu", weights_only=True)
+    assert "optimizer" not in raw["extra"] and raw["extra"]["step"] == 7
+    assert raw["extra"]["exported_from"] == {"path": str(path), "dropped": ["optimizer"]}
+    assert out.stat().st_size < path.stat().st_size
+    src = read_checkpoint(path)["state_dict"]
+    assert all(torch.equal(src[k], v) for k, v in raw["state_dict"].items()) and src.keys() == raw["state_dict"].keys()
+    x = inputs(2, gripper=True)
+    noise = torch.randn(2, 2, 7)
+    np.testing.assert_array_equal(policy.predict(**x, noise=noise, num_flow_steps=3),
+                                  load_policy(out).predict(**x, noise=noise, num_flow_steps=3))
+
+
+def test_export_onto_itself_and_a_damaged_source_are_refused(saved, tmp_path, capsys):
+    from vla_flow.cli import main
+
+    _, path = saved
+    assert main(["export", "--checkpoint", str(path), "--out", str(path)]) == 2
+    assert "is the checkpoint itself" in capsys.readouterr().err
+    bad = _resave(path, tmp_path, lambda c: c["state_dict"].pop("head.net.0.weight"))
+    assert main(["export", "--checkpoint", str(bad), "--out", str(tmp_path / "o.pt")]) == 2
+    assert "missing key 'head.net.0.weight'" in capsys.readouterr().err
+    assert not (tmp_path / "o.pt").exists()
