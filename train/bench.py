@@ -8,7 +8,7 @@ be downloaded). samples/s is the global rate over the second half of the steps (
 validation and checkpoint time excluded. The feature-cache build is timed once, in process, and reported
 as its own row (frames encoded per second).
 
-Rows: ``mode`` (on_the_fly | cached | cache_build), ``processes``, ``samples_per_s``, plus ``steps``,
+Rows: ``mode`` (on_the_fly | cached | cached_bf16 (``train.bf16``, where bf16 is native) | cache_build), ``processes``, ``samples_per_s``, plus ``steps``,
 ``batch`` and ``threads`` (per process); the first row (on_the_fly, 1 process) is the baseline.
 """
 from __future__ import annotations
@@ -52,6 +52,12 @@ def _build_cache(exp, data: Path, device: str, threads: int) -> float:
     return info["frames"] / info["build_s"]
 
 
+def torch_cpu_bf16() -> bool:
+    import torch
+
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
 def bench_train(cfg=None, device: str = "cpu", quick: bool = False, batch: int = 64, workdir: str | None = None,
                 threads_per_process: int = 1):
     """Rows of samples/s; ``cfg`` is an ExperimentConfig (default: configs/single_task_overfit.yaml with
@@ -74,14 +80,18 @@ def bench_train(cfg=None, device: str = "cpu", quick: bool = False, batch: int =
               "train.save_every=100000", "train.features=cached"]
     shutil.rmtree(work / "bench_demo.features", ignore_errors=True)  # time a fresh build
     rows = [{"mode": "cache_build", "processes": 1, "samples_per_s": _build_cache(exp, data, device, threads)}]
-    for mode, procs, steps in (("on_the_fly", 1, fly_steps), ("cached", 1, cached_steps), ("cached", 2, cached_steps)):
+    runs = [("on_the_fly", 1, fly_steps), ("cached", 1, cached_steps), ("cached", 2, cached_steps)]
+    if device == "cuda" or torch_cpu_bf16():
+        runs.append(("cached_bf16", 1, cached_steps))  # train.bf16: autocast where bf16 is native
+    for mode, procs, steps in runs:
         out = work / f"{mode}_{procs}"
-        over = common + [f"train.max_steps={2 * steps}", f"train.log_every={steps}", f"train.features={mode}"]
+        over = common + [f"train.max_steps={2 * steps}", f"train.log_every={steps}",
+                         f"train.features={mode.removesuffix('_bf16')}", f"train.bf16={mode.endswith('_bf16')}"]
         rows.append({"mode": mode, "processes": procs,
                      "samples_per_s": _run_train(cfg_path, data, out, procs, threads, over),
                      "steps": steps, "batch": batch, "threads": threads})
     rows[0].update(steps=0, batch=0, threads=threads)
-    rows = [rows[1], rows[2], rows[3], rows[0]]  # baseline (on the fly, 1 process) first
+    rows = rows[1:] + rows[:1]  # baseline (on the fly, 1 process) first, the cache build last
     fly = rows[0]["samples_per_s"]
     for r in rows:
         r["vs_on_the_fly"] = r["samples_per_s"] / fly

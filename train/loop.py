@@ -210,6 +210,18 @@ def train(exp, out: str | Path, data_paths: list[str] | None = None, resume: str
         D.teardown()
 
 
+def use_bf16(requested: bool, device) -> bool:
+    """Whether ``train.bf16`` autocasts here: CUDA, or a CPU with native bf16 (else a note, and float32)."""
+    if not requested or device.type == "cuda":
+        return requested
+    if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+        return True
+    if D.is_main():
+        print("note: train.bf16=true on a CPU without native bf16 (no AMX / AVX512-BF16): training in float32, "
+              "since emulated bf16 is slower")
+    return False
+
+
 def _train(exp, cfg, out: Path, device, data_paths, resume, on_step) -> dict:
     rank, world = D.rank(), D.world_size()
     torch.manual_seed(cfg.seed)
@@ -230,7 +242,7 @@ def _train(exp, cfg, out: Path, device, data_paths, resume, on_step) -> dict:
         ckpt.write_run_info(out, exp, data, sched, world, device)
     last_ckpt, epoch_batches, epoch_of = state.get("path"), None, None
     policy.train()
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and device.type == "cuda")
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16(cfg.bf16, device))
     while step < sched.total_steps:
         epoch, pos = divmod(step, sched.steps_per_epoch)
         if epoch_of != epoch:

@@ -227,3 +227,26 @@ def test_sigkill_during_training_leaves_a_loadable_last_and_resumes(tmp_path, da
     steps = [int(r["step"]) for r in read_metrics(out / "metrics.csv")]
     assert seen[0] >= 6 and steps == list(range(1, seen[-1] + 1))  # resumed from last.pt, no gap, no duplicate
     assert not list((out / "checkpoints").glob(".*.tmp"))
+
+
+def test_bf16_autocast_on_cpu_trains_and_saves_float32_weights(tmp_path, data_file, monkeypatch):
+    """train.bf16 autocasts the head where bf16 is native (AMX / AVX512-BF16), else trains in float32."""
+    from train.loop import use_bf16
+
+    native = bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    assert use_bf16(True, torch.device("cpu")) is native and use_bf16(False, torch.device("cpu")) is False
+    seen = []
+    real = torch.autocast.__init__
+
+    def spy(self, device_type, *a, **kw):
+        seen.append((device_type, kw.get("enabled")))
+        real(self, device_type, *a, **kw)
+
+    monkeypatch.setattr(torch.autocast, "__init__", spy)
+    out = tmp_path / "bf16"
+    train(tiny("train.max_steps=60", "train.lr=0.003", "train.bf16=true"), out, [str(data_file)])
+    assert ("cpu", native) in seen
+    curve = losses(out)
+    assert np.isfinite(curve).all() and curve[-3:].mean() < 0.7 * curve[:2].mean(), curve
+    state = torch.load(out / "checkpoints" / "last.pt", weights_only=True)["state_dict"]
+    assert all(v.dtype == torch.float32 for v in state.values() if v.is_floating_point())
