@@ -159,6 +159,11 @@ def load_clip(vcfg: VisionConfig) -> tuple[nn.Module, dict]:
     return model, prov
 
 
+def cpu_native_bf16() -> bool:
+    """Whether this CPU runs bfloat16 matmuls natively (AMX or AVX512-BF16); emulated bf16 is slower than fp32."""
+    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+
+
 def native_bf16() -> str:
     """Where bfloat16 matmuls run natively: ``"cuda"``, ``"cpu (AMX)"``, ``"cpu (AVX512-BF16)"``, or ``""``."""
     if torch.cuda.is_available():

@@ -52,12 +52,6 @@ def _build_cache(exp, data: Path, device: str, threads: int) -> float:
     return info["frames"] / info["build_s"]
 
 
-def torch_cpu_bf16() -> bool:
-    import torch
-
-    return bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
-
-
 def bench_train(cfg=None, device: str = "cpu", quick: bool = False, batch: int = 64, workdir: str | None = None,
                 threads_per_process: int = 1):
     """Rows of samples/s; ``cfg`` is an ExperimentConfig (default: configs/single_task_overfit.yaml with
@@ -81,7 +75,9 @@ def bench_train(cfg=None, device: str = "cpu", quick: bool = False, batch: int =
     shutil.rmtree(work / "bench_demo.features", ignore_errors=True)  # time a fresh build
     rows = [{"mode": "cache_build", "processes": 1, "samples_per_s": _build_cache(exp, data, device, threads)}]
     runs = [("on_the_fly", 1, fly_steps), ("cached", 1, cached_steps), ("cached", 2, cached_steps)]
-    if device == "cuda" or torch_cpu_bf16():
+    from policy.encoders import cpu_native_bf16
+
+    if device == "cuda" or cpu_native_bf16():
         runs.append(("cached_bf16", 1, cached_steps))  # train.bf16: autocast where bf16 is native
     for mode, procs, steps in runs:
         out = work / f"{mode}_{procs}"

@@ -214,7 +214,9 @@ def use_bf16(requested: bool, device) -> bool:
     """Whether ``train.bf16`` autocasts here: CUDA, or a CPU with native bf16 (else a note, and float32)."""
     if not requested or device.type == "cuda":
         return requested
-    if torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported():
+    from policy.encoders import cpu_native_bf16
+
+    if cpu_native_bf16():
         return True
     if D.is_main():
         print("note: train.bf16=true on a CPU without native bf16 (no AMX / AVX512-BF16): training in float32, "

@@ -233,7 +233,7 @@ def test_bf16_autocast_on_cpu_trains_and_saves_float32_weights(tmp_path, data_fi
     """train.bf16 autocasts the head where bf16 is native (AMX / AVX512-BF16), else trains in float32."""
     from train.loop import use_bf16
 
-    native = bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())
+    native = bool(torch.cpu._is_amx_tile_supported() or torch.cpu._is_avx512_bf16_supported())  # independent of the code under test
     assert use_bf16(True, torch.device("cpu")) is native and use_bf16(False, torch.device("cpu")) is False
     seen = []
     real = torch.autocast.__init__
