@@ -272,7 +272,7 @@ def test_disk_full_during_a_checkpoint_save_then_the_same_command_completes(file
 def test_every_writer_turns_a_full_disk_into_one_clear_error(tmpfs):
     """Parquet, checkpoint, HDF5, video and feature-cache writes on a full disk: UserError naming the file,
     the existing file unchanged, no temp file left."""
-    from envs.demos import write_part
+    from envs.demo_files import write_part
     from eval.results import ResultStore
     from eval.video import write_mp4
     from policy.checkpoint import load_policy, save_checkpoint
