@@ -1,28 +1,81 @@
-"""The suite tables of README "Lever measured on the suite": the shifted-Beta suite policy (this folder)
-against the uniform-t suite policy (docs/results/suite_spatial) on the same keys, recomputed from the committed
-rows: python docs/results/suite_beta/compare.py"""
-import sys, pandas as pd
-from reports.summary import load
+"""The suite tables of README "Lever measured on the suite", recomputed from the committed rows:
+
+    python docs/results/suite_beta/compare.py
+
+1. the shifted-Beta suite policy (this folder) against the uniform-t suite policy (docs/results/suite_spatial)
+   at N=10, per task, on every episode key both hold;
+2. the Beta policy at N=1 against N=10 on the keys evaluated at N=1;
+3. the levers tried on top of the Beta policy (docs/results/suite_reflow at N=1, docs/results/suite_long at
+   N=10), each paired with the Beta policy on the keys the lever was evaluated on.
+Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
+for every N and checkpoint.
+"""
+from pathlib import Path
+
+import pandas as pd
+
 from reports.stats import mcnemar_exact, wilson_interval
-new = load(sys.argv[1] if len(sys.argv) > 1 else "docs/results/suite_beta")
-old = load("docs/results/suite_spatial")
-keys = ["task_index", "init_state", "seed"]
-names = dict(zip(new.task_index, new.task))
-def succ(df, n):
+from reports.summary import load
+
+ROOT = Path("docs/results")
+KEYS = ["task_index", "init_state", "seed"]
+
+
+def success(run: str, n: int) -> pd.Series:
+    """Success (bool) per episode key of ``run`` at N=``n``; episodes with an error are left out."""
+    df = load(ROOT / run)
     d = df[(df.flow_steps == n) & (df.status == "ok")]
-    return d.set_index(keys)["success"].astype(bool)
-n10, o10, n1 = succ(new, 10), succ(old, 10), succ(new, 1)
-def cell(s):
-    k, n = int(s.sum()), len(s); lo, hi = wilson_interval(k, n)
-    return f"{k}/{n} = {100*k/n:.1f}% [{100*lo:.1f}, {100*hi:.1f}]"
-def mc(a, b):  # a baseline, b new
-    g, l = int((~a & b).sum()), int((a & ~b).sum()); return f"{g} / {l}, p = {mcnemar_exact(g, l):.2g}"
-print("| task | old policy, N=10 | Beta policy, N=10 | gained / lost, McNemar |")
-print("|---|---|---|---|")
-b = o10.reindex(n10.index)
-print(f"| **suite (pooled)** | **{cell(b)}** | **{cell(n10)}** | {mc(b, n10)} |")
-for t in range(10):
-    a = n10[n10.index.get_level_values(0) == t]; bb = o10.reindex(a.index)
-    print(f"| {t} | {cell(bb)} | {cell(a)} | {mc(bb, a)} |")
-i = n1.index; a10 = n10.reindex(i); b10 = o10.reindex(i)
-print("\nN=1 on", len(i), ": beta N1", cell(n1), "beta N10", cell(a10), "N1 vs N10:", mc(a10, n1), "; beta N1 vs old N10:", mc(b10, n1))
+    return d.set_index(KEYS)["success"].astype(bool)
+
+
+def cell(s: pd.Series) -> str:
+    k, n = int(s.sum()), len(s)
+    lo, hi = wilson_interval(k, n)
+    return f"{k}/{n} = {100 * k / n:.1f}% [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def mc(a: pd.Series, b: pd.Series) -> str:
+    """b against baseline a on the same keys: episodes gained / lost, exact McNemar p."""
+    g, l = int((~a & b).sum()), int((a & ~b).sum())
+    return f"{g} / {l}, p = {mcnemar_exact(g, l):.2g}"
+
+
+def shared(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
+    i = a.index.intersection(b.index)
+    return a.reindex(i), b.reindex(i)
+
+
+def per_task(rows: list[tuple[str, pd.Series]], base: int = 0) -> None:
+    """Markdown table: one column per (label, series) on the keys all share, McNemar of the last vs ``base``."""
+    idx = rows[0][1].index
+    for _, s in rows[1:]:
+        idx = idx.intersection(s.index)
+    cols = [(label, s.reindex(idx)) for label, s in rows]
+    print("| task | " + " | ".join(label for label, _ in cols) + " | gained / lost, McNemar |")
+    print("|---" * (len(cols) + 2) + "|")
+    a, b = cols[base][1], cols[-1][1]
+    print("| **suite (pooled)** | " + " | ".join(f"**{cell(s)}**" for _, s in cols) + f" | {mc(a, b)} |")
+    for t in sorted(set(idx.get_level_values(0))):
+        m = idx.get_level_values(0) == t
+        print(f"| {t} | " + " | ".join(cell(s[m]) for _, s in cols) + f" | {mc(a[m], b[m])} |")
+
+
+if __name__ == "__main__":
+    beta10, old10, beta1 = success("suite_beta", 10), success("suite_spatial", 10), success("suite_beta", 1)
+    print("## 1. N=10: uniform-t suite policy against the Beta policy\n")
+    per_task([("uniform t, N=10", old10), ("Beta, N=10", beta10)])
+    print("\n## 2. Beta policy: N=10 against N=1\n")
+    per_task([("Beta, N=10", beta10), ("Beta, N=1", beta1)])
+    a, b = shared(old10, beta1)
+    print(f"\nBeta N=1 against the uniform policy's N=10 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
+    levers = [("suite_reflow", 1, "reflow of the Beta policy, N=1"), ("suite_long", 10, "40,000 steps bf16, N=10")]
+    for run, n, label in levers:
+        if not (ROOT / run / "episodes.parquet").is_file():
+            continue
+        lever = success(run, n)
+        print(f"\n## 3. {label} (docs/results/{run}), paired with the Beta policy\n")
+        per_task([("Beta, N=10", beta10), ("Beta, N=1", beta1), (label, lever)] if n == 1
+                 else [("Beta, N=10", beta10), (label, lever)])
+        if n == 1:
+            a, b = shared(beta10, lever)
+            print(f"\n{label} against Beta N=10 on the same {len(a)} keys: {mc(a, b)}")
