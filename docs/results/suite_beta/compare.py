@@ -79,3 +79,6 @@ if __name__ == "__main__":
         if n == 1:  # the table's McNemar is against Beta N=10; the reflow's own effect is against Beta N=1
             a, b = shared(beta1, lever)
             print(f"\n{label} against Beta N=1 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
+        else:
+            a, b = shared(old10, lever)
+            print(f"\n{label} against the uniform policy's N=10 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
