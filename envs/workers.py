@@ -25,6 +25,8 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any, Optional
 
+from envs.gl import ensure_gl_backend
+
 
 VIDEO_CAMERA = "agentview"  # the camera videos show; a frame-only step renders just this one
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
@@ -174,7 +176,7 @@ def worker_main(conn: Connection, faults: tuple = (), parent_pid: int | None = N
     if parent_pid is not None:
         die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the main process's job; it closes us
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    ensure_gl_backend()
     state = _WorkerState()
     while True:
         try:

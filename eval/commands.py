@@ -101,9 +101,10 @@ def _task_index(suite: str, task) -> list[int]:
 def run(args: argparse.Namespace) -> int:
     import os
 
+    from envs.gl import ensure_gl_backend
     from eval.evaluate import hold_out_dir
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    ensure_gl_backend()
     if getattr(args, "suites", None):
         return _run_suites(args)
     with hold_out_dir(args.out):  # a writable folder and one writer, checked before anything slow
@@ -126,8 +127,6 @@ def evaluate_checked(cfg, env_cfg, checkpoint, out, progress: bool = True):
 
 def _run_suites(args: argparse.Namespace) -> int:
     """``--suites``: the base suite's config from the flags, then one evaluation folder per suite."""
-    import os
-
     from eval.robustness import expand_suites, run_suites
     from vla_flow.errors import UserError
 
@@ -135,7 +134,6 @@ def _run_suites(args: argparse.Namespace) -> int:
         raise UserError("pass --suite or --suites, not both (--suites lists the base suite first)")
     suites = expand_suites(args.suites)
     args.suite = suites[0]
-    os.environ.setdefault("MUJOCO_GL", "egl")
     cfg, env_cfg = build_configs(args)
     results = run_suites(cfg, env_cfg, suites, args.checkpoint, args.out, progress=args.progress)
     print(f"{sum(len(df) for df in results.values())} episodes in {len(results)} suites under {args.out}/; "

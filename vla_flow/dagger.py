@@ -122,9 +122,8 @@ def takeover_plans(rollouts: list[dict], per_failure: int, per_success: int) -> 
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     from envs.config import DemoConfig
+    from envs.gl import ensure_gl_backend
     from eval.commands import eval_configs
     from envs.demos import generate_demos
     from eval.results import file_sha256
@@ -132,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
     from vla_flow.experiment import load_experiment
     from vla_flow.io import atomic_write_text
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    ensure_gl_backend()
     for name in ("rollouts", "per_failure", "per_success", "flow_steps"):
         if getattr(args, name) < (1 if name in ("rollouts", "flow_steps") else 0):
             raise UserError(f"--{name.replace('_', '-')} {getattr(args, name)}: must be >= "

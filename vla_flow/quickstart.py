@@ -54,13 +54,12 @@ def _stage(title: str, what: str, fn, *args, **kwargs):
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
+    from envs.gl import ensure_gl_backend
     from vla_flow.config import resolve_config_path
     from vla_flow.experiment import load_experiment
     from envs.libero import resolve_tasks
 
-    os.environ.setdefault("MUJOCO_GL", "egl")
+    ensure_gl_backend()
     cfg_path = resolve_config_path(args.config)
     cfg = load_experiment(cfg_path, args.overrides)
     tasks = resolve_tasks(cfg.env.suite, cfg.env.task)

@@ -293,11 +293,11 @@ def test_env_raising_mid_episode_names_task_init_state_and_step(physics_envs, mo
 
 
 def test_gl_failure_message_names_the_fix():
-    from envs.libero import _gl_hint
+    from envs.gl import gl_hint
 
     try:
         raise AttributeError("'NoneType' object has no attribute 'glGetError'")
     except AttributeError as exc:
-        hint = _gl_hint(exc)
+        hint = gl_hint(exc)
     assert hint is not None and "MUJOCO_GL=egl" in hint and "MUJOCO_GL=osmesa" in hint
-    assert _gl_hint(ValueError("bad bddl predicate")) is None
+    assert gl_hint(ValueError("bad bddl predicate")) is None
