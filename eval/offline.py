@@ -66,6 +66,13 @@ def parse_settings(args) -> dict:
         raise UserError(f"sweep-offline: {exc} (e.g. --flow-steps 1,2,4 --solvers euler,midpoint)") from None
     if args.max_frames < 1 or args.noise_samples < 1:
         raise UserError("--max-frames and --noise-samples: expected positive integers")
+    seen: dict[str, str] = {}
+    for ck in args.checkpoint:  # offline.csv names each checkpoint by its label; reports.fewstep joins on it
+        label = checkpoint_label(ck)
+        if label in seen and Path(seen[label]).resolve() != Path(ck).resolve():
+            raise UserError(f"sweep-offline: {seen[label]} and {ck} would both be labelled {label!r} in offline.csv; "
+                            "sweep them one at a time, each into its own --out folder")
+        seen[label] = ck
     return {"flow_steps": sorted(set(steps)), "solvers": solvers, "time_grids": grids,
             "reference_steps": args.reference_steps, "max_frames": args.max_frames,
             "noise_samples": args.noise_samples, "seed": args.seed}

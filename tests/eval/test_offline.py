@@ -56,3 +56,13 @@ def test_missing_checkpoint_and_missing_data_are_clear_errors(tiny_run, tmp_path
     assert cli_main(["sweep-offline", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"),
                      "--data", str(tmp_path / "gone.hdf5")]) == 2
     assert "is not accessible" in capsys.readouterr().err
+
+
+def test_two_checkpoints_with_one_label_are_refused_before_loading(tmp_path, capsys):
+    """offline.csv names a checkpoint by its run folder or file stem; two exported ``policy.pt`` files of
+    different runs would be indistinguishable there (and in reports.fewstep's join)."""
+    a, b = tmp_path / "run_a" / "policy.pt", tmp_path / "run_b" / "policy.pt"
+    code = cli_main(["sweep-offline", "--checkpoint", str(a), str(b), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and "both be labelled 'policy'" in err and "Traceback" not in err
+    assert not (tmp_path / "o").exists()
