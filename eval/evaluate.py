@@ -271,11 +271,14 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     done = store.finished()
     index = {k: i for i, k in enumerate(plan.grid)}
     todo = [k for k in mine if (k.task_index, k.init_state, k.flow_steps, k.seed) not in done]
-    t_run = time.perf_counter()
     if todo:
-        _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, faults, progress)
-        if rank == 0:
-            _add_elapsed(out_dir, time.perf_counter() - t_run)
+        clock = _ElapsedClock(out_dir) if rank == 0 else None
+        try:
+            _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, faults, progress,
+                 clock.tick if clock else None)
+        finally:  # a call stopped by Ctrl-C or an abort still counts its time
+            if clock:
+                clock.tick()
     if world > 1:
         import torch.distributed as dist
 
@@ -289,21 +292,33 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     return df
 
 
-def _add_elapsed(out_dir, seconds: float) -> None:
-    """Add this invocation's rollout wall time to ``run.json``'s ``elapsed_s`` (summed over resumes), the
-    denominator of the run's measured throughput (``python -m reports.throughput DIR``)."""
-    import json
+class _ElapsedClock:
+    """Keeps ``run.json``'s ``elapsed_s`` (rollout wall time summed over resumes) current during a call.
 
-    from vla_flow.io import atomic_write_json
+    Why: it is the denominator of the run's measured throughput (``python -m reports.throughput DIR``). Written
+    only when a call returned, a call that was killed lost its time and the folder over-reported its share of
+    the floor; ticking after every finished episode loses at most one episode's time, even to SIGKILL.
+    """
 
-    path = Path(out_dir) / "run.json"
-    meta = json.loads(path.read_text()) if path.is_file() else {}
-    meta["elapsed_s"] = round(float(meta.get("elapsed_s") or 0.0) + seconds, 3)
-    atomic_write_json(path, meta)
+    def __init__(self, out_dir) -> None:
+        import json
+
+        self.path = Path(out_dir) / "run.json"
+        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.base, self.t0 = float(meta.get("elapsed_s") or 0.0), time.perf_counter()
+
+    def tick(self) -> None:
+        import json
+
+        from vla_flow.io import atomic_write_json
+
+        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        meta["elapsed_s"] = round(self.base + time.perf_counter() - self.t0, 3)
+        atomic_write_json(self.path, meta)
 
 
-def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress) -> None:
-    """Roll out ``todo`` and append one row per finished episode; stop on too many errors."""
+def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress, tick=None) -> None:
+    """Roll out ``todo`` and append one row per finished episode (then ``tick()``); stop on too many errors."""
     from tqdm import tqdm
 
     from envs.workers import WorkerPool
@@ -334,6 +349,8 @@ def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress
                     video = writer.submit(name, res.frames, [lang[k.task_index], f"N={k.flow_steps} init={k.init_state}"],
                                           len(res.frames) - 1 if res.success else None)
                 store.append(_row(res, video))
+                if tick is not None:
+                    tick()
                 if cfg.save_actions:
                     _save_actions(store.dir, res)
                 n_done, n_ok = n_done + 1, n_ok + int(res.success)

@@ -4,6 +4,7 @@ One module-scoped 2-worker run feeds several checks; a 1-worker run (with every 
 give bitwise the same action traces (worker count and render skipping change nothing). Faults are
 injected through the worker test hook. Soft resets keep each episode start to ~1 s.
 """
+import json
 import os
 import signal
 import subprocess
@@ -121,7 +122,11 @@ def test_resume_after_sigkill_keeps_finished_rows_and_runs_the_rest(ckpt, tmp_pa
     proc.wait()
     before = pd.read_parquet(table)
     assert 1 <= len(before) < 4
+    # the killed call's wall time up to its last finished episode is kept (the throughput denominator)
+    killed_s = json.loads((out / "run.json").read_text()).get("elapsed_s") or 0.0
+    assert killed_s >= before.wall_s.max() * 0.5
     subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, timeout=400)
+    assert json.loads((out / "run.json").read_text())["elapsed_s"] > killed_s  # summed over the resume
     after = pd.read_parquet(table)
     keys = list(zip(after.task_index, after.init_state))
     assert sorted(keys) == [(0, 0), (0, 1), (1, 0), (1, 1)]  # no duplicates, nothing lost
