@@ -7,8 +7,8 @@
 2. the Beta policy at N=1 against N=10 on the keys evaluated at N=1;
 3. the levers tried on top of the Beta policy (docs/results/suite_reflow at N=1, docs/results/suite_long at
    N=10), each paired with the Beta policy on the keys the lever was evaluated on;
-4. the 40,000-step policy (docs/results/suite_long) at N=1 against its own N=10, and against the Beta
-   policy's N=1, on the keys evaluated at N=1.
+4. the 40,000-step policy (docs/results/suite_long) at every N it was evaluated at (1, 2, 5, 10), each
+   against its own N=10, and its N=1 against the Beta policy's N=1, on the keys both hold.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -84,11 +84,15 @@ if __name__ == "__main__":
         else:
             a, b = shared(old10, lever)
             print(f"\n{label} against the uniform policy's N=10 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
-    long1 = success("suite_long", 1) if (ROOT / "suite_long" / "episodes.parquet").is_file() else pd.Series(dtype=bool)
-    if len(long1):
-        long10 = success("suite_long", 10)
-        print("\n## 4. 40,000 steps bf16: N=10 against N=1\n")
-        per_task([("40k, N=10", long10), ("40k, N=1", long1)])
+    long_ns = sorted(set(load(ROOT / "suite_long").flow_steps), reverse=True) \
+        if (ROOT / "suite_long" / "episodes.parquet").is_file() else []
+    if 1 in long_ns:
+        long = {n: success("suite_long", n) for n in long_ns}
+        print("\n## 4. 40,000 steps bf16: N=" + ", ".join(map(str, long_ns)) + " (McNemar: N=1 against N=10)\n")
+        per_task([(f"40k, N={n}", long[n]) for n in long_ns])
+        for n in long_ns[1:]:
+            a, b = shared(long[10], long[n])
+            print(f"\n40k N={n} against 40k N=10 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
         for label, base in (("Beta N=1", beta1), ("Beta N=10", beta10), ("uniform N=10", old10)):
-            a, b = shared(base, long1)
+            a, b = shared(base, long[1])
             print(f"\n40k N=1 against {label} on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
