@@ -67,3 +67,14 @@ def test_cli_bad_ref_is_one_line_error(dirs, capsys):
     assert main([str(d) for d in dirs] + ["--ref", "teacher@7"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --ref teacher@7: no such point") and err.count("\n") == 1
+
+
+def test_rank_agreement_p_is_exact_for_few_points():
+    """Four points in perfect order: rho = 1 with exact two-sided p = 2/4! (scipy's t approximation says 0)."""
+    from reports.fewstep import rank_agreement
+
+    table = pd.DataFrame({"success_rate": [0.5, 0.6, 0.7, 0.8], "mse_ref": [4.0, 3.0, 2.0, 1.0],
+                          "mse_demo": [1.0, 2.0, 4.0, 3.0]})
+    a = rank_agreement(table)
+    assert a["mse_ref"]["rho"] == pytest.approx(1.0) and a["mse_ref"]["p"] == pytest.approx(2 / 24)
+    assert a["mse_demo"]["rho"] == pytest.approx(-0.8) and a["mse_demo"]["p"] == pytest.approx(8 / 24)
