@@ -18,8 +18,10 @@ space (x1 unclipped, as the ODE ends); cond (F, D); mask (F, H) (chunk positions
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -162,6 +164,43 @@ def frame_conditions(policy, data, table, rows=None, batch: int = 256) -> tuple[
     return torch.cat(conds), {"actions": torch.cat(actions), "action_mask": torch.cat(masks)}
 
 
+# -------------------------------------------------------------------------- pairs kept for a rerun
+def pairs_key(head: torch.nn.Module, cond: torch.Tensor, cfg: ReflowConfig) -> str:
+    """sha256 of everything the pairs depend on: the teacher head's weights, the conditions (F, D), and the
+    settings that draw x0 and integrate (K, pair solver and steps, seed). Content, not file names or times."""
+    h = hashlib.sha256()
+    for name, t in head.state_dict().items():
+        h.update(f"{name}:{tuple(t.shape)}".encode())
+        h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(cond.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(json.dumps([cfg.samples_per_frame, cfg.pair_steps, cfg.pair_solver, cfg.seed]).encode())
+    return h.hexdigest()
+
+
+def load_pairs(path: Path, key: str, shape: torch.Size) -> torch.Tensor | None:
+    """x1 (P, H, A) from an earlier run of the same reflow stopped after its pairs (the most expensive
+    stage: ~2/3 of a suite reflow), or None when there is none or it was made from other inputs."""
+    if not path.is_file():
+        return None
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unreadable file is recomputed, never trusted
+        print(f"warning: {path}: unreadable ({type(exc).__name__}); the pairs are integrated again", file=sys.stderr)
+        return None
+    if saved.get("key") != key or tuple(saved["x1"].shape) != tuple(shape):
+        print(f"warning: {path} holds pairs of other inputs (teacher, data or pair settings); integrating anew",
+              file=sys.stderr)
+        return None
+    return saved["x1"]
+
+
+def save_pairs(path: Path, key: str, x1: torch.Tensor) -> None:
+    from vla_flow.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save({"key": key, "x1": x1.contiguous()}, tmp)
+
+
 # -------------------------------------------------------------------------- the command's work
 def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path, cfg: ReflowConfig,
            progress: bool = True) -> dict:
@@ -189,7 +228,12 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
     g = torch.Generator().manual_seed(cfg.seed)
     x0 = torch.randn((n_frames * k, teacher.cfg.chunk_size, teacher.cfg.action_dim), generator=g)
     t_cond = time.perf_counter()
-    x1 = integrate_pairs(teacher.head, cond, frame, x0, cfg.pair_steps, cfg.pair_solver, progress=progress)
+    pairs_file, key = out / "pairs.pt", pairs_key(teacher.head, cond, cfg)
+    x1 = load_pairs(pairs_file, key, x0.shape)
+    reused = x1 is not None
+    if x1 is None:
+        x1 = integrate_pairs(teacher.head, cond, frame, x0, cfg.pair_steps, cfg.pair_solver, progress=progress)
+        save_pairs(pairs_file, key, x1)
     t_pairs = time.perf_counter()
     student = load_policy(checkpoint)
     sampling = cfg.time_sampling or teacher.cfg.time_sampling
@@ -205,7 +249,7 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
 
     info = {"teacher": str(Path(checkpoint).resolve()), "data": [str(df.path) for df in data.files],
             "config": cfgmod.to_dict(cfg), "time_sampling": sampling, "train_frames": n_frames, "pairs": n_frames * k,
-            "pair_nfe": flow.nfe(cfg.pair_steps, cfg.pair_solver),
+            "pair_nfe": flow.nfe(cfg.pair_steps, cfg.pair_solver), "pairs_reused": reused,
             "final_loss": float(np.mean(losses[-50:])),
             "final_distill_loss": float(np.mean(dlosses[-50:])) if dlosses else None,
             "seconds": {"load_and_features": t_load - t_start, "conditions": t_cond - t_load,

@@ -189,3 +189,25 @@ def test_reflow_settings_come_by_the_one_config_route(tmp_path):
         reflow_config(None, ["steps=3"])
     with pytest.raises(ConfigError, match="pair_steps: 0; expected a positive integer"):
         reflow_config(None, [], {"pair_steps": 0})
+
+
+def test_a_stopped_reflow_reuses_its_pairs_and_other_inputs_do_not(tiny_run, tmp_path, capsys):
+    """A reflow stopped after its pairs (no last.pt yet) is rerun: the pairs are loaded, not integrated again,
+    and the student is the same; pairs of other settings (another seed) are not reused."""
+    from policy.checkpoint import load_policy
+
+    ckpt, _ = tiny_run
+    out = tmp_path / "reflow"
+    cfg = ReflowConfig(samples_per_frame=2, pair_steps=4, steps=10, batch_size=16)
+    first = reflow(ckpt, None, out, cfg, progress=False)
+    assert first["pairs_reused"] is False and (out / "pairs.pt").is_file()
+    heads = [load_policy(out / "checkpoints" / "last.pt").head.state_dict()]
+    (out / "checkpoints" / "last.pt").unlink()  # as if stopped during training
+    again = reflow(ckpt, None, out, cfg, progress=False)
+    assert again["pairs_reused"] is True
+    heads.append(load_policy(out / "checkpoints" / "last.pt").head.state_dict())
+    assert all(torch.equal(heads[0][k], heads[1][k]) for k in heads[0])
+    (out / "checkpoints" / "last.pt").unlink()
+    other = reflow(ckpt, None, out, ReflowConfig(samples_per_frame=2, pair_steps=4, steps=10, batch_size=16, seed=1),
+                   progress=False)
+    assert other["pairs_reused"] is False and "holds pairs of other inputs" in capsys.readouterr().err
