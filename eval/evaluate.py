@@ -19,7 +19,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -249,7 +248,7 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     import torch
 
     from envs.config import EnvConfig
-    from eval.results import ResultStore, write_run_json
+    from eval.results import ElapsedClock, ResultStore, write_run_json
     from policy.checkpoint import load_policy
 
     env_cfg = env_cfg or EnvConfig(suite=cfg.suite)
@@ -272,7 +271,7 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     index = {k: i for i, k in enumerate(plan.grid)}
     todo = [k for k in mine if (k.task_index, k.init_state, k.flow_steps, k.seed) not in done]
     if todo:
-        clock = _ElapsedClock(out_dir) if rank == 0 else None
+        clock = ElapsedClock(out_dir) if rank == 0 else None
         try:
             _run(cfg, plan, env_cfg, caller, store, todo, len(mine), index, faults, progress,
                  clock.tick if clock else None)
@@ -290,31 +289,6 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
     if rank == 0 and progress:
         print(summary_text(df))
     return df
-
-
-class _ElapsedClock:
-    """Keeps ``run.json``'s ``elapsed_s`` (rollout wall time summed over resumes) current during a call.
-
-    Why: it is the denominator of the run's measured throughput (``python -m reports.throughput DIR``). Written
-    only when a call returned, a call that was killed lost its time and the folder over-reported its share of
-    the floor; ticking after every finished episode loses at most one episode's time, even to SIGKILL.
-    """
-
-    def __init__(self, out_dir) -> None:
-        import json
-
-        self.path = Path(out_dir) / "run.json"
-        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        self.base, self.t0 = float(meta.get("elapsed_s") or 0.0), time.perf_counter()
-
-    def tick(self) -> None:
-        import json
-
-        from vla_flow.io import atomic_write_json
-
-        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
-        meta["elapsed_s"] = round(self.base + time.perf_counter() - self.t0, 3)
-        atomic_write_json(self.path, meta)
 
 
 def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress, tick=None) -> None:

@@ -241,3 +241,22 @@ def write_run_json(out_dir: str | Path, meta: dict) -> dict:
         meta = {**meta, "invocations": [_invocation(meta, now=True)]}
     atomic_write_json(path, meta)
     return meta
+
+
+class ElapsedClock:
+    """Keeps ``run.json``'s ``elapsed_s`` (rollout wall time summed over resumes) current during a call.
+
+    Why: it is the denominator of the run's measured throughput (``python -m reports.throughput DIR``). Written
+    only when a call returned, a call that was killed lost its time and the folder over-reported its share of
+    the floor; ticking after every finished episode loses at most one episode's time, even to SIGKILL.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.path = Path(out_dir) / "run.json"
+        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        self.base, self.t0 = float(meta.get("elapsed_s") or 0.0), time.perf_counter()
+
+    def tick(self) -> None:
+        meta = json.loads(self.path.read_text()) if self.path.is_file() else {}
+        meta["elapsed_s"] = round(self.base + time.perf_counter() - self.t0, 3)
+        atomic_write_json(self.path, meta)
