@@ -168,9 +168,10 @@ def _policy(pcfg, table: FrameTable, device):
     return policy.to(device)
 
 
-def load_train_data(exp, paths: list[str], device) -> TrainData:
+def load_train_data(exp, paths: list[str], device, check=None) -> TrainData:
     """Open + validate the files, split by demo, build the policy (stats from the TRAIN split only) and
-    the features (cache hit, cache build, or nothing for on_the_fly)."""
+    the features (cache hit, cache build, or nothing for on_the_fly). ``check(policy)``, when given, runs
+    before the features: a caller's test of the statistics fails there, not after a feature cache of hours."""
     from train import features
 
     cfg = exp.train
@@ -183,6 +184,8 @@ def load_train_data(exp, paths: list[str], device) -> TrainData:
     horizon = exp.policy.chunk_size
     train, val = build_frames(files, train_demos, horizon), build_frames(files, val_demos, horizon)
     policy = _policy(exp.policy, train, device)
+    if check is not None:
+        check(policy)
     vision = exp.policy.vision
     encoder_name = f"{vision.model}|{vision.pretrained}|{vision.image_feature}|{policy.encoder.compute_dtype}"
     if vision.image_feature == "patch_tokens":

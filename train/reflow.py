@@ -116,12 +116,14 @@ def checkpoint_data_paths(checkpoint: str | Path, ckpt: dict, given: list[str] |
     return paths
 
 
-def load_checkpoint_data(checkpoint: str | Path, data_paths: list[str] | None, device="cpu"):
+def load_checkpoint_data(checkpoint: str | Path, data_paths: list[str] | None, device="cpu",
+                         mismatch: str | None = None):
     """(sections env/policy/train, TrainData with cached features, ckpt dict, matches) for a checkpoint.
 
     The split is recomputed from the checkpoint's own config (train.val_fraction, train.seed), so ``data.val``
     is its held-out validation split. ``matches``: the train split's normalization statistics equal the
-    checkpoint's, i.e. the files are the ones it was trained on (same split)."""
+    checkpoint's, i.e. the files are the ones it was trained on (same split). ``mismatch``: when given, the
+    UserError message raised if they do not, before the feature cache is built or read."""
     from types import SimpleNamespace
 
     from envs.config import EnvConfig
@@ -141,12 +143,17 @@ def load_checkpoint_data(checkpoint: str | Path, data_paths: list[str] | None, d
     exp = SimpleNamespace(**{k: cfgmod.from_dict(cls, exp_dict.get(k) or {}, prefix=k) for k, cls in
                              (("env", EnvConfig), ("policy", PolicyConfig), ("train", TrainConfig))})
     exp.train.features, exp.train.augment = "cached", False
-    data = load_train_data(exp, paths, device)
-    saved = ckpt.get("stats") or {}
-    mine = {k: {s: v.numpy() for s, v in d.items()} for k, d in data.policy.normalizer.get_stats().items()}
-    matches = set(saved) == set(mine) and all(
-        np.allclose(np.asarray(saved[k][s]), mine[k][s], rtol=1e-5, atol=1e-6) for k in mine for s in mine[k])
-    return exp, data, ckpt, matches
+    saved, found = ckpt.get("stats") or {}, {}
+
+    def check(policy):
+        mine = {k: {s: v.numpy() for s, v in d.items()} for k, d in policy.normalizer.get_stats().items()}
+        found["matches"] = set(saved) == set(mine) and all(
+            np.allclose(np.asarray(saved[k][s]), mine[k][s], rtol=1e-5, atol=1e-6) for k in mine for s in mine[k])
+        if mismatch and not found["matches"]:
+            raise UserError(mismatch)
+
+    data = load_train_data(exp, paths, device, check=check)
+    return exp, data, ckpt, found["matches"]
 
 
 @torch.no_grad()
@@ -216,10 +223,13 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()
-    exp, data, ckpt, matches = load_checkpoint_data(checkpoint, data_paths)
+    exp, data, ckpt, matches = load_checkpoint_data(
+        checkpoint, data_paths, mismatch=None if cfg.other_data else
+        f"--data does not match {checkpoint}'s training data (the normalization statistics of its train split "
+        "differ); pass the demo file(s) it was trained on, or --other-data to reflow on other demos of its tasks")
     if not matches:
-        raise UserError(f"--data does not match {checkpoint}'s training data (the normalization statistics of its "
-                        "train split differ); pass the demo file(s) it was trained on")
+        print(f"warning: --data is not {checkpoint}'s training data (--other-data): the pairs' conditions come from "
+              "these files' train split, normalized with the teacher's statistics", file=sys.stderr)
     teacher = load_policy(checkpoint)
     t_load = time.perf_counter()
     cond, arrays = frame_conditions(teacher, data, data.train)
@@ -250,6 +260,7 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
     info = {"teacher": str(Path(checkpoint).resolve()), "data": [str(df.path) for df in data.files],
             "config": cfgmod.to_dict(cfg), "time_sampling": sampling, "train_frames": n_frames, "pairs": n_frames * k,
             "pair_nfe": flow.nfe(cfg.pair_steps, cfg.pair_solver), "pairs_reused": reused,
+            "data_matches_teacher": bool(matches),
             "final_loss": float(np.mean(losses[-50:])),
             "final_distill_loss": float(np.mean(dlosses[-50:])) if dlosses else None,
             "seconds": {"load_and_features": t_load - t_start, "conditions": t_cond - t_load,

@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")
     p.add_argument("--threads", type=int,
                    help=f"torch threads (default {d.threads}: the head is small; 0 = torch's default)")
+    p.add_argument("--other-data", action="store_const", const=True, default=None,
+                   help="allow --data that is not the teacher's training data (other demos of its suite and tasks)")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. reflow.steps=2000")
     p.add_argument("--no-progress", dest="progress", action="store_false")
     p.set_defaults(func=run)
@@ -57,7 +59,7 @@ def run(args) -> int:
 
 
 FLAGS = ("samples_per_frame", "pair_steps", "pair_solver", "steps", "distill_steps", "batch_size", "lr",
-         "time_sampling", "seed", "threads")
+         "time_sampling", "seed", "threads", "other_data")
 
 
 def reflow_config(config, overrides=(), flags: dict | None = None):

@@ -21,6 +21,11 @@ class ReflowConfig:
     # torch intra-op threads for pair generation and training (0: torch's default). The head's matrices are
     # small: on a CPU shared with other jobs, 2 threads measured 15x slower per step than 1 (thread sync).
     threads: int = 1
+    # The conditions come from the train split of --data, normalized with the teacher's own statistics, so any
+    # frames of the teacher's suite and tasks will do. By default --data must be the teacher's training data (its
+    # split's statistics equal the checkpoint's: a guard against passing the wrong files); true allows other
+    # demos of the same tasks (a subset, or new layouts), recorded as data_matches_teacher: false in run.json.
+    other_data: bool = False
 
     def __post_init__(self):
         for name in ("samples_per_frame", "pair_steps", "steps", "batch_size"):

@@ -119,7 +119,7 @@ def test_reflowed_checkpoint_loads_and_predicts_like_any_checkpoint(tiny_run, re
     out, info = reflowed
     teacher, student = load_policy(ckpt), load_policy(out / "checkpoints" / "last.pt")
     assert student.cfg == teacher.cfg
-    assert info["pairs"] == 2 * info["train_frames"] and info["pair_nfe"] == 8
+    assert info["pairs"] == 2 * info["train_frames"] and info["pair_nfe"] == 8 and info["data_matches_teacher"]
     assert set(info["seconds"]) >= {"pairs", "train", "distill", "total"}
     assert json.loads((out / "run.json").read_text())["data"] == info["data"]
     lines = (out / "metrics.csv").read_text().splitlines()
@@ -161,6 +161,15 @@ def test_bad_input_exits_2_with_the_fix(tiny_run, tmp_path, capsys):
         assert cli_main(["reflow", "--checkpoint", str(ckpt), "--out", str(tmp_path / "o"), "--no-progress"] + flags) == 2
         err = capsys.readouterr().err  # (the random-init CLIP banner and progress bars may come first)
         assert err.strip().splitlines()[-1].startswith("error: ") and message in err and "Traceback" not in err, err
+    # the mismatch was found before the feature cache of the other file was built
+    assert not (tmp_path / "other_demo.features").exists()
+    # other demos of the teacher's tasks are allowed on request, and recorded as such
+    other = str(tmp_path / "other_demo.hdf5")
+    assert cli_main(["reflow", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ok"), "--no-progress", "--data",
+                     other, "--other-data", "--samples-per-frame", "1", "--pair-steps", "2", "--steps", "2"]) == 0
+    assert "is not" in capsys.readouterr().err
+    info = json.loads((tmp_path / "ok" / "run.json").read_text())
+    assert info["data_matches_teacher"] is False and info["data"] == [other]
     # a checkpoint that does not record its training run (hand-made), and one whose run folder is gone
     bare = make_checkpoint(tmp_path / "bare.pt")
     assert cli_main(["reflow", "--checkpoint", str(bare), "--out", str(tmp_path / "o")]) == 2
