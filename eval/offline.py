@@ -109,7 +109,9 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
     _, data, _, matches = load_checkpoint_data(checkpoint, data_paths)
     policy = load_policy(checkpoint)
     held_out = matches and data.val is not None
-    table = data.val if held_out else data.train  # files it never saw: any frames are held out
+    # other files than its training data: their train split, held out only if it never saw those demos (a
+    # subset of its training demos, e.g. fewer episodes of the same layouts, is not held out)
+    table = data.val if held_out else data.train
     rows = np.unique(np.linspace(0, len(table) - 1, min(s["max_frames"], len(table))).round().astype(np.int64))
     with torch.no_grad():
         cond, arrays = frame_conditions(policy, data, table, rows)
@@ -138,7 +140,8 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
                                 "straightness": float(flow.straightness(x0, x1, record).mean()),
                                 "flow_cpu_ms": _flow_cpu_ms(policy, c, x0, n, solver, grid)})
     used = {"checkpoint": str(checkpoint), "frames": int(len(rows)), "samples": int(len(frame)),
-            "split": "validation" if held_out else "all frames of files it was not trained on",
+            "split": "validation" if held_out else
+            "train split of --data, not its training data: held out only if it never saw these demos",
             "data": [str(df.path) for df in data.files]}
     return out, used
 
