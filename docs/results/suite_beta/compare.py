@@ -8,7 +8,9 @@
 3. the levers tried on top of the Beta policy (docs/results/suite_reflow at N=1, docs/results/suite_long at
    N=10), each paired with the Beta policy on the keys the lever was evaluated on;
 4. the 40,000-step policy (docs/results/suite_long) at every N it was evaluated at (1, 2, 5, 10), each
-   against its own N=10, and its N=1 against the Beta policy's N=1, on the keys both hold.
+   against its own N=10, and its N=1 against the Beta policy's N=1, on the keys both hold;
+5. the reflow of the 40,000-step policy (docs/results/suite_long_reflow) at N=1 against that policy's N=1
+   and N=10, per task, on the keys the reflow was evaluated on.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -96,3 +98,15 @@ if __name__ == "__main__":
         for label, base in (("Beta N=1", beta1), ("Beta N=10", beta10), ("uniform N=10", old10)):
             a, b = shared(base, long[1])
             print(f"\n40k N=1 against {label} on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
+    if 1 in long_ns and (ROOT / "suite_long_reflow" / "episodes.parquet").is_file():
+        reflow1 = success("suite_long_reflow", 1)
+        print("\n## 5. reflow of the 40k policy, N=1 (docs/results/suite_long_reflow); McNemar against 40k N=10\n")
+        per_task([("40k, N=10", long[10]), ("40k, N=1", long[1]), ("40k reflow, N=1", reflow1)])
+        a, b = shared(long[1], reflow1)
+        print(f"\n40k reflow N=1 against 40k N=1 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
+        ms = {label: load(ROOT / run).query("flow_steps == @n and status == 'ok'").flow_ms_mean.median()
+              for label, run, n in (("40k N=10", "suite_long", 10), ("40k N=1", "suite_long", 1),
+                                    ("40k reflow N=1", "suite_long_reflow", 1))}
+        print("\nflow loop per call (median over episodes of the per-episode mean, ms): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
+              + f"; reflow N=1 / 40k N=10 = {ms['40k reflow N=1'] / ms['40k N=10']:.2f}")
