@@ -167,7 +167,7 @@ def test_bad_input_exits_2_with_the_fix(tiny_run, tmp_path, capsys):
     other = str(tmp_path / "other_demo.hdf5")
     assert cli_main(["reflow", "--checkpoint", str(ckpt), "--out", str(tmp_path / "ok"), "--no-progress", "--data",
                      other, "--other-data", "--samples-per-frame", "1", "--pair-steps", "2", "--steps", "2"]) == 0
-    assert "is not" in capsys.readouterr().err
+    assert f"--data is not {ckpt}'s training data (--other-data)" in capsys.readouterr().err
     info = json.loads((tmp_path / "ok" / "run.json").read_text())
     assert info["data_matches_teacher"] is False and info["data"] == [other]
     # a checkpoint that does not record its training run (hand-made), and one whose run folder is gone
