@@ -55,6 +55,9 @@ class EvalConfig:
     # policy.time_grid. N (flow_steps) counts solver steps: midpoint calls the network 2N times.
     solver: Optional[str] = None  # euler | midpoint
     time_grid: Optional[str] = None  # uniform | cosine | early | late
+    # Initial-noise scale at evaluation (policy.noise_scale); None keeps the checkpoint's (1 unless set).
+    # 0: every call integrates from x0 = 0 (deterministic; at N=1 the network's conditional-mean estimate).
+    noise_scale: Optional[float] = None
 
     def __post_init__(self):
         from envs.config import check_suite_name  # the suites come from the installed benchmark
@@ -91,5 +94,10 @@ class EvalConfig:
             raise ValueError(f"solver: '{self.solver}' does not exist; expected one of {', '.join(SOLVERS)}")
         if self.time_grid is not None and self.time_grid not in TIME_GRIDS:
             raise ValueError(f"time_grid: '{self.time_grid}' does not exist; expected one of {', '.join(TIME_GRIDS)}")
+        if self.noise_scale is not None:
+            if isinstance(self.noise_scale, bool) or not isinstance(self.noise_scale, (int, float)) \
+                    or not 0.0 <= self.noise_scale <= 10.0:
+                raise ValueError(f"noise_scale: {self.noise_scale!r}; expected a number in [0, 10] (1 = N(0, I))")
+            self.noise_scale = float(self.noise_scale)
         if self.device.split(":")[0] not in DEVICES:
             raise ValueError(f"device: '{self.device}' is not cpu, cuda or cuda:K")

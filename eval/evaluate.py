@@ -191,7 +191,9 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
             "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant,
                           # the sampler that ran: the eval override, else the checkpoint's own
                           "solver": cfg.solver or plan.policy_cfg.get("solver", "euler"),
-                          "time_grid": cfg.time_grid or plan.policy_cfg.get("time_grid", "uniform")}}
+                          "time_grid": cfg.time_grid or plan.policy_cfg.get("time_grid", "uniform"),
+                          "noise_scale": cfg.noise_scale if cfg.noise_scale is not None
+                          else plan.policy_cfg.get("noise_scale", 1.0)}}
 
 
 def make_caller(policy, cfg: EvalConfig, plan: Plan):
@@ -258,6 +260,8 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
         raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
     policy = load_policy(checkpoint, cfg.device)
     policy.cfg.solver, policy.cfg.time_grid = cfg.solver or policy.cfg.solver, cfg.time_grid or policy.cfg.time_grid
+    if cfg.noise_scale is not None:
+        policy.cfg.noise_scale = cfg.noise_scale
     caller, invariant = make_caller(policy, cfg, plan)
     store = ResultStore(out_dir, rank, world)  # moves an unreadable table it owns aside (with a warning)
     if world > 1:

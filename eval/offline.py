@@ -10,6 +10,8 @@ cached frozen features, K noise draws per frame, the same noise for every N):
 - ``straightness``: S = sum_k dt_k mean_d ((x1 - x0) - v(x_t_k, t_k))^2 along this N's own path
   (``policy.flow.straightness``; normalized action space); at the reference N it is the flow's S of the
   rectified-flow paper;
+- ``noise_scale``: the start x0 = scale * N(0, I) (``--noise-scales``, default 1; 0 is the deterministic path
+  from the centre that ``eval.noise_scale=0`` runs; the reference then starts from the same scaled x0);
 - ``nfe`` (network calls) and ``flow_cpu_ms``: the CPU time of one single-row integration (what one policy
   call in a rollout pays for the flow loop; the image encode is not included).
 Writes OUT/offline.csv, OUT/offline.png (errors against network calls, straightness against N) and
@@ -35,6 +37,8 @@ def register(subparsers) -> None:
     p.add_argument("--solvers", default="euler", help="comma list of euler, midpoint (default euler)")
     p.add_argument("--time-grids", dest="time_grids", default="uniform",
                    help="comma list of uniform, cosine, early, late (default uniform)")
+    p.add_argument("--noise-scales", dest="noise_scales", default="1",
+                   help="comma list of initial-noise scales (default 1; 0 = start at the centre, as eval.noise_scale=0)")
     p.add_argument("--reference-steps", dest="reference_steps", type=int, default=100,
                    help="Euler steps of the reference solution (default 100)")
     p.add_argument("--max-frames", dest="max_frames", type=int, default=256, help="held-out frames (default 256)")
@@ -64,6 +68,12 @@ def parse_settings(args) -> dict:
             flow.check_solver(1, "euler", g)
     except ValueError as exc:
         raise UserError(f"sweep-offline: {exc} (e.g. --flow-steps 1,2,4 --solvers euler,midpoint)") from None
+    try:
+        scales = [float(x) for x in args.noise_scales.split(",") if x.strip()]
+    except ValueError:
+        scales = []
+    if not scales or not all(0.0 <= x <= 10.0 for x in scales):
+        raise UserError(f"--noise-scales {args.noise_scales!r}: expected a comma list of numbers in [0, 10], e.g. 1,0")
     if args.max_frames < 1 or args.noise_samples < 1:
         raise UserError("--max-frames and --noise-samples: expected positive integers")
     seen: dict[str, str] = {}
@@ -74,6 +84,7 @@ def parse_settings(args) -> dict:
                             "sweep them one at a time, each into its own --out folder")
         seen[label] = ck
     return {"flow_steps": sorted(set(steps)), "solvers": solvers, "time_grids": grids,
+            "noise_scales": list(dict.fromkeys(scales)),
             "reference_steps": args.reference_steps, "max_frames": args.max_frames,
             "noise_samples": args.noise_samples, "seed": args.seed}
 
@@ -117,8 +128,8 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
         cond, arrays = frame_conditions(policy, data, table, rows)
         k = s["noise_samples"]
         frame = torch.arange(cond.shape[0]).repeat_interleave(k)
-        x0 = torch.randn((len(frame), policy.cfg.chunk_size, policy.cfg.action_dim),
-                         generator=torch.Generator().manual_seed(s["seed"]))
+        noise = torch.randn((len(frame), policy.cfg.chunk_size, policy.cfg.action_dim),
+                            generator=torch.Generator().manual_seed(s["seed"]))
         c, demo, mask = cond[frame], arrays["actions"][frame], arrays["action_mask"][frame][..., None]
 
         def raw(x):
@@ -127,18 +138,20 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
         def mse(a, b):
             return float(((a - b).pow(2) * mask).sum() / (mask.sum() * a.shape[-1]))
 
-        ref = raw(policy.sample_normalized(c, s["reference_steps"], x0, "euler", "uniform"))
         out = []
-        for solver in s["solvers"]:
-            for grid in s["time_grids"]:
-                for n in s["flow_steps"]:
-                    record: list = []
-                    x1 = policy.sample_normalized(c, n, x0, solver, grid, record=record)
-                    out.append({"checkpoint": checkpoint_label(checkpoint), "solver": solver, "time_grid": grid, "N": n,
-                                "nfe": flow.nfe(n, solver), "mse_demo": mse(raw(x1), demo),
-                                "mse_ref": mse(raw(x1), ref),
-                                "straightness": float(flow.straightness(x0, x1, record).mean()),
-                                "flow_cpu_ms": _flow_cpu_ms(policy, c, x0, n, solver, grid)})
+        for scale in s.get("noise_scales", [1.0]):
+            x0 = noise * scale  # as predict scales it (policy.noise_scale)
+            ref = raw(policy.sample_normalized(c, s["reference_steps"], x0, "euler", "uniform"))
+            for solver in s["solvers"]:
+                for grid in s["time_grids"]:
+                    for n in s["flow_steps"]:
+                        record: list = []
+                        x1 = policy.sample_normalized(c, n, x0, solver, grid, record=record)
+                        out.append({"checkpoint": checkpoint_label(checkpoint), "solver": solver, "time_grid": grid,
+                                    "noise_scale": float(scale), "N": n, "nfe": flow.nfe(n, solver),
+                                    "mse_demo": mse(raw(x1), demo), "mse_ref": mse(raw(x1), ref),
+                                    "straightness": float(flow.straightness(x0, x1, record).mean()),
+                                    "flow_cpu_ms": _flow_cpu_ms(policy, c, x0, n, solver, grid)})
     used = {"checkpoint": str(checkpoint), "frames": int(len(rows)), "samples": int(len(frame)),
             "split": "validation" if held_out else
             "train split of --data, not its training data: held out only if it never saw these demos",
@@ -155,13 +168,16 @@ def plot(df, path: Path) -> Path:
     from vla_flow.io import atomic_path
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
-    # one colour per checkpoint, one line style per solver, one marker per time grid: with three checkpoints,
-    # two solvers and two grids, twelve cycled colours repeated and two curves looked like one
-    colors = {ck: f"C{i % 10}" for i, ck in enumerate(dict.fromkeys(df["checkpoint"]))}
+    # one colour per checkpoint and noise scale, one line style per solver, one marker per time grid: with
+    # three checkpoints, two solvers and two grids, twelve cycled colours repeated and two curves looked like one
+    if "noise_scale" not in df:  # offline.csv files written before --noise-scales
+        df = df.assign(noise_scale=1.0)
+    colors = {k: f"C{i % 10}" for i, k in enumerate(dict.fromkeys(zip(df["checkpoint"], df["noise_scale"])))}
     styles, markers = {"euler": "-", "midpoint": "--"}, {"uniform": "o", "cosine": "s", "early": "^", "late": "v"}
-    for (ck, solver, grid), g in df.groupby(["checkpoint", "solver", "time_grid"], sort=False):
-        label = f"{ck} {solver}" + ("" if grid == "uniform" else f" {grid}")
-        kw = {"marker": markers.get(grid, "o"), "ms": 4, "color": colors[ck], "ls": styles.get(solver, ":"),
+    for (ck, scale, solver, grid), g in df.groupby(["checkpoint", "noise_scale", "solver", "time_grid"], sort=False):
+        label = (f"{ck} {solver}" + ("" if grid == "uniform" else f" {grid}")
+                 + ("" if scale == 1.0 else f" x0*{scale:g}"))
+        kw = {"marker": markers.get(grid, "o"), "ms": 4, "color": colors[(ck, scale)], "ls": styles.get(solver, ":"),
               "label": label}
         axes[0].plot(g["nfe"], g["mse_demo"], **kw)
         ref, bent = g[g["mse_ref"] > 1e-12], g[g["straightness"] > 1e-12]  # log axes: 0 by construction

@@ -88,6 +88,12 @@ class PolicyConfig:
     # settings: `vla-flow eval ... eval.solver=midpoint` overrides them without retraining.
     solver: Literal["euler", "midpoint"] = "euler"
     time_grid: Literal["uniform", "cosine", "early", "late"] = "uniform"
+    # Scale of the initial noise at sampling (predict only; training, reflow pairs and the offline reference
+    # always use N(0, I)). 1 samples the learned distribution; 0 starts every integration at x0 = 0, the
+    # centre of the noise, and is deterministic: one Euler step then returns v(0, 0), the network's estimate
+    # of the conditional mean E[action | observation] (the rectified-flow target at t=0 is E[x1|c] - x0), with
+    # no leak of x0 through an imperfect v(x0, 0). Sampling-only: `eval.noise_scale=0` overrides it.
+    noise_scale: float = 1.0
     # How actions / proprio are normalized; the gripper action dimension is never rescaled (-1 open, +1 close).
     normalization: Literal["mean_std", "min_max"] = "mean_std"
     # Index of the gripper command in the action vector (LIBERO: the last one).
@@ -114,6 +120,10 @@ class PolicyConfig:
             raise ValueError(f"attn_pool_heads: {self.attn_pool_heads} does not divide embed_dim {self.embed_dim}")
         if not 0 <= self.gripper_action_index < self.action_dim:
             raise ValueError(f"gripper_action_index: {self.gripper_action_index}; expected 0..{self.action_dim - 1}")
+        if isinstance(self.noise_scale, bool) or not isinstance(self.noise_scale, (int, float)) \
+                or not 0.0 <= self.noise_scale <= 10.0:
+            raise ValueError(f"noise_scale: {self.noise_scale!r}; expected a number in [0, 10] (1 = N(0, I) noise)")
+        self.noise_scale = float(self.noise_scale)
         from policy.flow import check_solver
 
         check_solver(self.num_flow_steps, self.solver, self.time_grid)

@@ -259,7 +259,8 @@ class FlowPolicy(nn.Module):
 
         images (B, 224, 224, 3) uint8 (or float in [0, 1]), instructions: B strings (or one string for all),
         joints (B, 7), ee_pose (B, 7) [x, y, z, qx, qy, qz, qw], gripper (B, 2) if use_gripper_state.
-        noise (B, H, 7) or a CPU ``generator`` fixes the initial noise (same seed -> same noise for every N).
+        noise (B, H, 7) or a CPU ``generator`` fixes the initial noise (same seed -> same noise for every N);
+        either is multiplied by ``cfg.noise_scale`` (1 by default; 0 gives the deterministic x0 = 0 path).
         pad_to: pad the batch (repeating the last row) to this many rows, so that every call has the same
         shape; the padded rows are dropped. solver / time_grid: None uses ``cfg.solver`` / ``cfg.time_grid``.
         Timings in ``self.last_timings`` (ms).
@@ -285,7 +286,8 @@ class FlowPolicy(nn.Module):
         cond = self.condition(image_feat, text_feat, joints, ee_pose, gripper, wrist_feat)
         sync()
         t3 = time.perf_counter()
-        actions = self.sample_actions(cond, steps, noise.to(self.device), solver, time_grid)
+        noise = noise.to(self.device) * self.cfg.noise_scale  # the given or drawn noise, scaled (cfg.noise_scale)
+        actions = self.sample_actions(cond, steps, noise, solver, time_grid)
         out = actions[:bsz].float().cpu().numpy()
         t4 = time.perf_counter()
         self.last_timings = {"encode_ms": (t2 - t1) * 1e3, "fusion_ms": (t3 - t2) * 1e3,

@@ -42,7 +42,9 @@ def run_settings(meta: dict) -> dict:
         raise UserError("run.json has no checkpoint: pass folders written by `vla-flow eval`")
     return {"checkpoint": checkpoint_label(meta["checkpoint"]),
             "solver": inf.get("solver") or cfg.get("solver") or "euler",
-            "time_grid": inf.get("time_grid") or cfg.get("time_grid") or "uniform"}
+            "time_grid": inf.get("time_grid") or cfg.get("time_grid") or "uniform",
+            # initial-noise scale (recorded since eval.noise_scale exists; before it, always 1)
+            "noise_scale": float(inf.get("noise_scale", 1.0))}
 
 
 def closed_loop_points(df: "pd.DataFrame", settings: dict[str, dict]) -> "pd.DataFrame":
@@ -97,12 +99,18 @@ def with_reference(points: "pd.DataFrame", df: "pd.DataFrame", ref: tuple[str, i
 
 
 def with_offline(points: "pd.DataFrame", offline: "pd.DataFrame") -> "pd.DataFrame":
-    """Join the offline sweep (``offline.csv``) on (checkpoint, solver, time_grid, N); points it did not
-    sweep get NaN. Adds ``S_fine``: the checkpoint's straightness at its finest swept Euler N (the paper's S)."""
-    keys = ["checkpoint", "solver", "time_grid", "N"]
+    """Join the offline sweep (``offline.csv``) on (checkpoint, solver, time_grid, noise_scale, N); points it
+    did not sweep get NaN. Adds ``S_fine``: the checkpoint's straightness at its finest swept Euler N from
+    N(0, I) noise (the paper's S)."""
+    keys = ["checkpoint", "solver", "time_grid", "noise_scale", "N"]
+    if "noise_scale" not in offline:  # offline.csv files written before --noise-scales: N(0, I) only
+        offline = offline.assign(noise_scale=1.0)
+    if "noise_scale" not in points:
+        points = points.assign(noise_scale=1.0)
     off = offline[keys + list(OFFLINE_METRICS) + ["straightness"]]
     out = points.merge(off, on=keys, how="left")
-    euler = offline[(offline["solver"] == "euler") & (offline["time_grid"] == "uniform")]
+    euler = offline[(offline["solver"] == "euler") & (offline["time_grid"] == "uniform")
+                    & (offline["noise_scale"] == 1.0)]
     fine = euler.sort_values("N").groupby("checkpoint")["straightness"].last()
     out["S_fine"] = out["checkpoint"].map(fine)
     return out

@@ -124,7 +124,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
                 return _coerce(value, arg, where)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(f"{where}: {value!r} matches none of {_type_name(tp)}")
+        if len(errors) == 1:  # Optional[X]: X's own message ("expected a number, got 'abc'"), or null
+            raise ConfigError(f"{errors[0]} (or null)")
+        raise ConfigError(f"{where}: {value!r} matches none of {str(tp).replace('typing.', '')}")
     if origin is typing.Literal:
         if value not in args:
             raise ConfigError(f"{where}: {value!r} is not one of {list(args)}")

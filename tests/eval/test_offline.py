@@ -19,13 +19,19 @@ def test_sweep_writes_table_csv_png_on_the_validation_split(tiny_run, tmp_path, 
     ckpt, _ = tiny_run
     out = tmp_path / "off"
     code = cli_main(["sweep-offline", "--checkpoint", str(ckpt), "--out", str(out), "--flow-steps", "1,2,4",
-                     "--solvers", "euler,midpoint", "--reference-steps", "4", "--max-frames", "8"])
+                     "--solvers", "euler,midpoint", "--reference-steps", "4", "--max-frames", "8",
+                     "--noise-scales", "1,0"])
     assert code == 0
     printed = capsys.readouterr().out
     assert "mse_ref" in printed and "straightness" in printed
-    df = pd.read_csv(out / "offline.csv")
-    assert list(df.columns) == ["checkpoint", "solver", "time_grid", "N", "nfe", "mse_demo", "mse_ref",
-                                "straightness", "flow_cpu_ms"]
+    both = pd.read_csv(out / "offline.csv")
+    assert list(both.columns) == ["checkpoint", "solver", "time_grid", "noise_scale", "N", "nfe", "mse_demo",
+                                  "mse_ref", "straightness", "flow_cpu_ms"]
+    assert len(both) == 12 and sorted(set(both.noise_scale)) == [0.0, 1.0]
+    df, zero = both[both.noise_scale == 1.0], both[both.noise_scale == 0.0].set_index(["solver", "N"])
+    assert zero.loc[("euler", 4), "mse_ref"] == 0.0  # its reference starts from the same (zero) x0
+    # from the centre the path is another one: the scale reaches the sampler
+    assert not (zero["mse_demo"].to_numpy() == df.set_index(["solver", "N"])["mse_demo"].to_numpy()).any()
     assert len(df) == 6 and (df.checkpoint == "run").all()
     euler, mid = df[df.solver == "euler"].set_index("N"), df[df.solver == "midpoint"].set_index("N")
     assert euler.loc[4, "mse_ref"] == 0.0  # the reference is Euler with 4 steps from the same noise
@@ -42,6 +48,7 @@ def test_sweep_writes_table_csv_png_on_the_validation_split(tiny_run, tmp_path, 
     (["--solvers", "rk4"], "solver: 'rk4' does not exist; expected one of euler, midpoint"),
     (["--time-grids", "log"], "time_grid: 'log' does not exist"),
     (["--flow-steps", "x"], "cannot parse"),
+    (["--noise-scales", "1,-1"], "--noise-scales '1,-1': expected a comma list of numbers in [0, 10]"),
 ])
 def test_bad_input_exits_2_before_loading(flags, message, tmp_path, capsys):
     code = cli_main(["sweep-offline", "--checkpoint", str(tmp_path / "none.pt"), "--out", str(tmp_path / "o")] + flags)

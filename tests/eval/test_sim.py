@@ -61,10 +61,23 @@ def test_rows_timings_and_metadata(run2):
 
     # verified where this machine's kernels are row-invariant; elsewhere the run says so (and falls back)
     assert meta["inference"] == {"batch_size": 2, "batch_invariant_verified": gemm_row_invariant(),
-                                 "solver": "euler", "time_grid": "uniform"}  # what ran: the checkpoint's own
+                                 "solver": "euler", "time_grid": "uniform",
+                                 "noise_scale": 1.0}  # what ran: the checkpoint's own
     assert meta["versions"]["mujoco"] and len(meta["checkpoint_sha256"]) == 64
     first = actions(out)["t00_init00_N1_seed0.npy"]
     assert first.shape == (STEPS, 7) and np.abs(first).max() <= 1.0
+
+
+def test_noise_scale_override_reaches_the_policy_and_is_recorded(ckpt, tmp_path):
+    # eval.noise_scale=0: every call integrates from x0 = 0, so two seeds (two noise streams) act alike; with
+    # the override lost, the seeds' different noise gives different actions and this fails
+    out = tmp_path / "zero"
+    df = evaluate(small(init_states="0", flow_steps=[1], seeds=[0, 1], workers=1, batch_size=1, videos="none",
+                        noise_scale=0), ckpt, out, env_cfg=ENV, progress=False)
+    assert len(df) == 2 and set(df.status) == {"ok"}
+    acts = actions(out)
+    assert np.array_equal(acts["t00_init00_N1_seed0.npy"], acts["t00_init00_N1_seed1.npy"])
+    assert yaml.safe_load((out / "run.json").read_text())["inference"]["noise_scale"] == 0.0
 
 
 def test_videos_have_one_frame_per_step_and_are_right_side_up(run2):

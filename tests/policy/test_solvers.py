@@ -119,3 +119,32 @@ def test_policy_default_is_unchanged_euler_and_solver_is_a_call_argument():
         policy.predict(**x, num_flow_steps=2, noise=noise, solver="rk4")
     with pytest.raises(PolicyInputError, match="num_flow_steps"):
         policy.predict(**x, num_flow_steps=0, noise=noise)
+
+
+def test_noise_scale_scales_the_start_and_zero_returns_the_head_at_the_centre():
+    policy = make_policy(chunk_size=4, n_action_steps=2)
+    x = inputs(2)
+    g = torch.Generator().manual_seed(4)
+    noise, other = torch.randn(2, 4, 7, generator=g), torch.randn(2, 4, 7, generator=g)
+    with torch.no_grad():
+        cond = policy.condition(policy.encode_images(x["images"]), policy.encode_text(x["instructions"]),
+                                torch.as_tensor(x["joints"]).float(), torch.as_tensor(x["ee_pose"]).float())
+        centre = policy.normalizer.unnormalize("actions", policy.head(torch.zeros(2, 4, 7), torch.zeros(2), cond))
+    assert policy.cfg.noise_scale == 1.0  # default: N(0, I) as before
+    full = policy.predict(**x, num_flow_steps=3, noise=noise)
+    half_by_hand = policy.predict(**x, num_flow_steps=3, noise=noise * 0.5)
+    policy.cfg.noise_scale = 0.5
+    assert np.array_equal(policy.predict(**x, num_flow_steps=3, noise=noise), half_by_hand)
+    policy.cfg.noise_scale = 0.0
+    zero = policy.predict(**x, num_flow_steps=1, noise=noise)
+    assert np.array_equal(zero, policy.predict(**x, num_flow_steps=1, noise=other))  # the noise no longer matters
+    assert np.allclose(zero, centre.clamp(-1, 1).numpy(), atol=1e-6)  # one step from 0: v(0, 0) unnormalized
+    assert not np.array_equal(policy.predict(**x, num_flow_steps=3, noise=noise), full)
+
+
+@pytest.mark.parametrize("bad", [-0.5, 11, "a", True, float("nan")])
+def test_bad_noise_scale_names_the_setting(bad):
+    with pytest.raises(ValueError, match="noise_scale"):
+        PolicyConfig(noise_scale=bad)
+    with pytest.raises(ValueError, match="noise_scale"):
+        EvalConfig(noise_scale=bad)

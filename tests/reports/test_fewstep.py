@@ -78,3 +78,21 @@ def test_rank_agreement_p_is_exact_for_few_points():
     a = rank_agreement(table)
     assert a["mse_ref"]["rho"] == pytest.approx(1.0) and a["mse_ref"]["p"] == pytest.approx(2 / 24)
     assert a["mse_demo"]["rho"] == pytest.approx(-0.8) and a["mse_demo"]["p"] == pytest.approx(8 / 24)
+
+
+def test_a_zero_noise_run_joins_the_offline_rows_of_its_own_scale(tmp_path):
+    base = episode_rows(flow_steps=(1, 10))
+    meta = {**_meta("base"), "inference": {"solver": "euler", "time_grid": "uniform", "noise_scale": 0.0}}
+    dirs = [make_eval_dir(tmp_path / "teacher", base, videos=False, meta=_meta("base")),
+            make_eval_dir(tmp_path / "zero", _with_success(base, 1, [True] * 6), videos=False, meta=meta)]
+    off = tmp_path / "off"
+    off.mkdir()
+    pd.DataFrame([{"checkpoint": "base", "solver": "euler", "time_grid": "uniform", "noise_scale": s, "N": n,
+                   "nfe": n, "mse_ref": r, "mse_demo": d, "straightness": 0.01, "flow_cpu_ms": 1.0}
+                  for s, n, r, d in [(1.0, 1, 0.01, 0.04), (1.0, 10, 0.001, 0.03), (0.0, 1, 0.002, 0.02)]]
+                 ).to_csv(off / "offline.csv", index=False)
+    table, _ = fewstep_table(dirs, off)
+    t = table.set_index(["run", "N"])
+    assert t.loc[("zero", 1), "noise_scale"] == 0.0 and t.loc[("teacher", 1), "noise_scale"] == 1.0
+    assert t.loc[("zero", 1), "mse_demo"] == pytest.approx(0.02)  # its own scale's row, not the N(0, I) one
+    assert t.loc[("teacher", 1), "mse_demo"] == pytest.approx(0.04)

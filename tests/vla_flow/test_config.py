@@ -52,6 +52,9 @@ def test_unknown_key_suggests_nearest():
         ({"flow_steps": 5}, r"flow_steps: expected a list"),
         ({"flow_steps": [1, "x"]}, r"flow_steps\[1\]: expected an integer"),
         ({"inner": {"steps": 0}}, r"steps: 0 must be > 0"),
+        # Optional[X]: X's own message, not the bare name of typing's wrapper ("matches none of Optional")
+        ({"limit": "abc"}, r"^limit: expected an integer, got 'abc' \(or null\)$"),
+        ({"task": [1]}, r"^task: \[1\] matches none of Union\[int, str\]$"),
     ],
 )
 def test_bad_values_name_the_key(data, message):
