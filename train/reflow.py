@@ -157,13 +157,19 @@ def load_checkpoint_data(checkpoint: str | Path, data_paths: list[str] | None, d
 
 
 @torch.no_grad()
-def frame_conditions(policy, data, table, rows=None, batch: int = 256) -> tuple[torch.Tensor, dict]:
+def frame_conditions(policy, data, table, rows=None, batch: int = 256, hasher=None) -> tuple[torch.Tensor, dict]:
     """cond (F, D) of ``policy`` for ``rows`` of ``table`` (all by default) and their batch arrays
-    (actions (F, H, 7) raw, action_mask (F, H)), from the cached features."""
+    (actions (F, H, 7) raw, action_mask (F, H)), from the cached features. ``hasher`` (a hashlib object), when
+    given, is fed the bytes of every input the conditions are computed from (cached features, proprio, actions):
+    the identity of the frames, which, unlike cond's own bits, does not depend on the torch thread count."""
     rows = np.arange(len(table)) if rows is None else np.asarray(rows)
     conds, actions, masks = [], [], []
     for i in range(0, len(rows), batch):
         b = data.gather(table, rows[i:i + batch], 0, "cpu", augment=False)
+        if hasher is not None:
+            for name in sorted(k for k, v in b.items() if isinstance(v, torch.Tensor)):
+                hasher.update(f"{name}:{tuple(b[name].shape)}".encode())
+                hasher.update(b[name].detach().to("cpu").contiguous().numpy().tobytes())
         conds.append(policy.condition(b["image_feat"], b["text_feat"], b["joints"], b["ee_pose"], b.get("gripper"),
                                       b.get("wrist_feat")))
         actions.append(b["actions"].float())
@@ -172,14 +178,19 @@ def frame_conditions(policy, data, table, rows=None, batch: int = 256) -> tuple[
 
 
 # -------------------------------------------------------------------------- pairs kept for a rerun
-def pairs_key(head: torch.nn.Module, cond: torch.Tensor, cfg: ReflowConfig) -> str:
-    """sha256 of everything the pairs depend on: the teacher head's weights, the conditions (F, D), and the
-    settings that draw x0 and integrate (K, pair solver and steps, seed). Content, not file names or times."""
+def pairs_key(policy: torch.nn.Module, frames_digest: str, cfg: ReflowConfig) -> str:
+    """sha256 of everything the pairs depend on: the teacher's weights past the frozen encoder (conditioning
+    and head; the encoder's output is in the cached features), the frames' inputs (``frames_digest``, from
+    ``frame_conditions(..., hasher=)``) and the settings that draw x0 and integrate (K, pair solver and steps,
+    seed). Content, not file names or times; and not the conditions' float bits, which change with the torch
+    thread count (a rerun with another --threads integrated its pairs anew)."""
     h = hashlib.sha256()
-    for name, t in head.state_dict().items():
+    for name, t in policy.state_dict().items():
+        if name.startswith("encoder."):
+            continue
         h.update(f"{name}:{tuple(t.shape)}".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
-    h.update(cond.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
+    h.update(frames_digest.encode())
     h.update(json.dumps([cfg.samples_per_frame, cfg.pair_steps, cfg.pair_solver, cfg.seed]).encode())
     return h.hexdigest()
 
@@ -232,13 +243,14 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
               "these files' train split, normalized with the teacher's statistics", file=sys.stderr)
     teacher = load_policy(checkpoint)
     t_load = time.perf_counter()
-    cond, arrays = frame_conditions(teacher, data, data.train)
+    frames = hashlib.sha256()
+    cond, arrays = frame_conditions(teacher, data, data.train, hasher=frames)
     n_frames, k = cond.shape[0], cfg.samples_per_frame
     frame = torch.arange(n_frames).repeat_interleave(k)
     g = torch.Generator().manual_seed(cfg.seed)
     x0 = torch.randn((n_frames * k, teacher.cfg.chunk_size, teacher.cfg.action_dim), generator=g)
     t_cond = time.perf_counter()
-    pairs_file, key = out / "pairs.pt", pairs_key(teacher.head, cond, cfg)
+    pairs_file, key = out / "pairs.pt", pairs_key(teacher, frames.hexdigest(), cfg)
     x1 = load_pairs(pairs_file, key, x0.shape)
     reused = x1 is not None
     if x1 is None:

@@ -220,3 +220,36 @@ def test_a_stopped_reflow_reuses_its_pairs_and_other_inputs_do_not(tiny_run, tmp
     other = reflow(ckpt, None, out, ReflowConfig(samples_per_frame=2, pair_steps=4, steps=10, batch_size=16, seed=1),
                    progress=False)
     assert other["pairs_reused"] is False and "holds pairs of other inputs" in capsys.readouterr().err
+
+
+def test_pairs_key_follows_the_frames_teacher_and_settings_not_the_thread_count(tiny_run):
+    """The key hashes the frames' inputs and the teacher's weights, never cond's float bits (which moved with
+    the torch thread count, so a rerun with another --threads integrated its pairs again)."""
+    import hashlib
+
+    from policy.checkpoint import load_policy
+    from train.reflow import frame_conditions, load_checkpoint_data, pairs_key
+
+    ckpt, _ = tiny_run
+    _, data, _, _ = load_checkpoint_data(ckpt, None)
+    teacher = load_policy(ckpt)
+    assert any(k.startswith("encoder.") for k in teacher.state_dict())  # the prefix the key skips exists
+    cfg = ReflowConfig(samples_per_frame=2, pair_steps=4)
+
+    def key(policy, rows=None, threads=1, settings=cfg):
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            h = hashlib.sha256()
+            frame_conditions(policy, data, data.train, rows, hasher=h)
+            return pairs_key(policy, h.hexdigest(), settings)
+        finally:
+            torch.set_num_threads(before)
+
+    base = key(teacher)
+    assert key(teacher, threads=2) == base
+    assert key(teacher, rows=np.arange(len(data.train) - 1)) != base  # other frames
+    assert key(teacher, settings=ReflowConfig(samples_per_frame=2, pair_steps=4, seed=1)) != base
+    with torch.no_grad():  # the conditioning path counts, not only the head
+        next(p for n, p in teacher.named_parameters() if not n.startswith(("encoder.", "head."))).add_(1e-3)
+    assert key(teacher) != base
