@@ -10,7 +10,11 @@
 4. the 40,000-step policy (docs/results/suite_long) at every N it was evaluated at (1, 2, 5, 10), each
    against its own N=10, and its N=1 against the Beta policy's N=1, on the keys both hold;
 5. the reflow of the 40,000-step policy (docs/results/suite_long_reflow) at N=1 against that policy's N=1
-   and N=10, per task, on the keys the reflow was evaluated on.
+   and N=10, per task, on the keys the reflow was evaluated on;
+6. the N=1 levers measured on init states 0-9 of every task (100 keys): the 40k policy from x0 = 0
+   (``eval.noise_scale=0``, docs/results/suite_long_zero) at N=1 and at N=10 (docs/results/suite_long_zero10),
+   the 40,000-step reflow (docs/results/suite_long_reflow40k), the 10,000-step reflow and the distillation,
+   each against the 40k policy's N=1 and N=10 from N(0, I) noise on the same keys.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -110,3 +114,22 @@ if __name__ == "__main__":
         print("\nflow loop per call (median over episodes of the per-episode mean, ms): "
               + ", ".join(f"{k} {v:.2f}" for k, v in ms.items())
               + f"; reflow N=1 / 40k N=10 = {ms['40k reflow N=1'] / ms['40k N=10']:.2f}")
+
+    levers6 = [("suite_long_zero", 1, "40k, x0 = 0, N=1"), ("suite_long_zero10", 10, "40k, x0 = 0, N=10"),
+               ("suite_long_reflow40k", 1, "reflow 40k steps, N=1"), ("suite_long_reflow", 1, "reflow 10k steps, N=1"),
+               ("suite_long_distill", 1, "reflow + distill, N=1")]
+    if 1 in long_ns and (ROOT / "suite_long_zero" / "episodes.parquet").is_file():
+        print("\n## 6. N=1 levers on init states 0-9 of every task; each against the 40k policy's N=1 and N=10\n")
+        print("| lever | success | vs 40k N=1: gained / lost, McNemar | vs 40k N=10: gained / lost, McNemar |")
+        print("|---|---|---|---|")
+        keys = success("suite_long_zero", 1).index
+        for label, base in (("40k, N=1", long[1]), ("40k, N=10", long[10])):
+            print(f"| {label} (N(0, I)) | {cell(base.reindex(keys))} | | |")
+        for run, n, label in levers6:
+            if not (ROOT / run / "episodes.parquet").is_file():
+                continue
+            lever = success(run, n)
+            lever = lever.reindex(lever.index.intersection(keys))
+            a1, b1 = shared(long[1], lever)
+            a10, b10 = shared(long[10], lever)
+            print(f"| {label} | {cell(lever)} | {mc(a1, b1)} | {mc(a10, b10)} |")
