@@ -116,7 +116,8 @@ if __name__ == "__main__":
               + f"; reflow N=1 / 40k N=10 = {ms['40k reflow N=1'] / ms['40k N=10']:.2f}")
 
     levers6 = [("suite_long_zero", 1, "40k, x0 = 0, N=1"), ("suite_long_zero10", 10, "40k, x0 = 0, N=10"),
-               ("suite_long_reflow40k", 1, "reflow 40k steps, N=1"), ("suite_long_reflow", 1, "reflow 10k steps, N=1"),
+               ("suite_long_reflow40k", 1, "reflow 40k steps, N=1"),
+               ("suite_long_reflow80k", 1, "reflow 80k steps, N=1"), ("suite_long_reflow", 1, "reflow 10k steps, N=1"),
                ("suite_long_distill", 1, "reflow + distill, N=1")]
     if 1 in long_ns and (ROOT / "suite_long_zero" / "episodes.parquet").is_file():
         print("\n## 6. N=1 levers on init states 0-9 of every task; each against the 40k policy's N=1 and N=10\n")
