@@ -88,16 +88,13 @@ class EvalConfig:
             raise ValueError(f"max_error_fraction: {self.max_error_fraction} must be in [0, 1]")
         if self.latency_ms is not None and self.latency_ms < 0:
             raise ValueError(f"latency_ms: {self.latency_ms} must be >= 0")
-        from policy.flow import SOLVERS, TIME_GRIDS
+        from policy.flow import SOLVERS, TIME_GRIDS, check_noise_scale
 
         if self.solver is not None and self.solver not in SOLVERS:
             raise ValueError(f"solver: '{self.solver}' does not exist; expected one of {', '.join(SOLVERS)}")
         if self.time_grid is not None and self.time_grid not in TIME_GRIDS:
             raise ValueError(f"time_grid: '{self.time_grid}' does not exist; expected one of {', '.join(TIME_GRIDS)}")
         if self.noise_scale is not None:
-            if isinstance(self.noise_scale, bool) or not isinstance(self.noise_scale, (int, float)) \
-                    or not 0.0 <= self.noise_scale <= 10.0:
-                raise ValueError(f"noise_scale: {self.noise_scale!r}; expected a number in [0, 10] (1 = N(0, I))")
-            self.noise_scale = float(self.noise_scale)
+            self.noise_scale = check_noise_scale(self.noise_scale)
         if self.device.split(":")[0] not in DEVICES:
             raise ValueError(f"device: '{self.device}' is not cpu, cuda or cuda:K")

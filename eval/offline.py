@@ -69,10 +69,10 @@ def parse_settings(args) -> dict:
     except ValueError as exc:
         raise UserError(f"sweep-offline: {exc} (e.g. --flow-steps 1,2,4 --solvers euler,midpoint)") from None
     try:
-        scales = [float(x) for x in args.noise_scales.split(",") if x.strip()]
+        scales = [flow.check_noise_scale(float(x)) for x in args.noise_scales.split(",") if x.strip()]
     except ValueError:
         scales = []
-    if not scales or not all(0.0 <= x <= 10.0 for x in scales):
+    if not scales:
         raise UserError(f"--noise-scales {args.noise_scales!r}: expected a comma list of numbers in [0, 10], e.g. 1,0")
     if args.max_frames < 1 or args.noise_samples < 1:
         raise UserError("--max-frames and --noise-samples: expected positive integers")
@@ -139,7 +139,7 @@ def sweep_checkpoint(checkpoint: str, data_paths, s: dict, progress: bool = True
             return float(((a - b).pow(2) * mask).sum() / (mask.sum() * a.shape[-1]))
 
         out = []
-        for scale in s.get("noise_scales", [1.0]):
+        for scale in s["noise_scales"]:
             x0 = noise * scale  # as predict scales it (policy.noise_scale)
             ref = raw(policy.sample_normalized(c, s["reference_steps"], x0, "euler", "uniform"))
             for solver in s["solvers"]:

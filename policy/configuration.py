@@ -120,12 +120,9 @@ class PolicyConfig:
             raise ValueError(f"attn_pool_heads: {self.attn_pool_heads} does not divide embed_dim {self.embed_dim}")
         if not 0 <= self.gripper_action_index < self.action_dim:
             raise ValueError(f"gripper_action_index: {self.gripper_action_index}; expected 0..{self.action_dim - 1}")
-        if isinstance(self.noise_scale, bool) or not isinstance(self.noise_scale, (int, float)) \
-                or not 0.0 <= self.noise_scale <= 10.0:
-            raise ValueError(f"noise_scale: {self.noise_scale!r}; expected a number in [0, 10] (1 = N(0, I) noise)")
-        self.noise_scale = float(self.noise_scale)
-        from policy.flow import check_solver
+        from policy.flow import check_noise_scale, check_solver
 
+        self.noise_scale = check_noise_scale(self.noise_scale)
         check_solver(self.num_flow_steps, self.solver, self.time_grid)
         if isinstance(self.vision, dict):  # built directly from a dict (e.g. a checkpoint)
             self.vision = VisionConfig(**self.vision)

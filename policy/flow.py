@@ -84,6 +84,14 @@ def check_solver(num_steps, solver: str = "euler", time_grid: str = "uniform") -
         raise ValueError(f"time_grid: {time_grid!r} does not exist; expected one of {', '.join(TIME_GRIDS)}")
 
 
+def check_noise_scale(scale) -> float:
+    """The initial-noise scale as a float (``policy.noise_scale``, ``eval.noise_scale``, ``--noise-scales``);
+    ValueError naming it unless it is a number in [0, 10] (1 = N(0, I); 0 = start at x0 = 0)."""
+    if isinstance(scale, bool) or not isinstance(scale, (int, float)) or not 0.0 <= scale <= 10.0:
+        raise ValueError(f"noise_scale: {scale!r}; expected a number in [0, 10] (1 = N(0, I) noise, 0 = x0 = 0)")
+    return float(scale)
+
+
 def nfe(num_steps: int, solver: str = "euler") -> int:
     """Network evaluations of ``num_steps`` steps of ``solver``."""
     return num_steps * (2 if solver == "midpoint" else 1)

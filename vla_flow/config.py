@@ -98,10 +98,6 @@ def _suggest(key: str, valid: list[str]) -> str:
     return f"{hint} Valid keys: {', '.join(sorted(valid))}."
 
 
-def _type_name(tp: Any) -> str:
-    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
-
-
 def _coerce(value: Any, tp: Any, where: str) -> Any:
     """Check/convert ``value`` against annotation ``tp``; raise ConfigError naming ``where``."""
     origin = typing.get_origin(tp)
