@@ -107,8 +107,8 @@ def run(args: argparse.Namespace) -> int:
     ensure_gl_backend()
     if getattr(args, "suites", None):
         return _run_suites(args)
+    cfg, env_cfg = build_configs(args)  # bad settings end here, before --out is created or locked
     with hold_out_dir(args.out):  # a writable folder and one writer, checked before anything slow
-        cfg, env_cfg = build_configs(args)
         df = evaluate_checked(cfg, env_cfg, args.checkpoint, args.out, progress=args.progress)
     if os.environ.get("RANK", "0") == "0":
         print(f"{len(df)} episodes in {args.out}/episodes.parquet")

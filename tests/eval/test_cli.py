@@ -57,6 +57,19 @@ def test_bad_arguments_exit_2_before_any_env(flags, message, ckpts, tmp_path, ca
     assert not (out / "run.json").exists()
 
 
+@pytest.mark.parametrize("override, message", [
+    ("eval.noise_scale=-1", "eval: noise_scale: -1.0; expected a number in [0, 10]"),
+    ("eval.noise_scale=abc", "eval.noise_scale: expected a number, got 'abc' (or null)"),
+    ("eval.solver=rk4", "solver: 'rk4' does not exist"),
+])
+def test_bad_settings_leave_no_out_folder(override, message, ckpts, tmp_path, capsys, no_workers):
+    out = tmp_path / "out"
+    assert main(["eval", "--checkpoint", str(ckpts[0]), "--out", str(out), override]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and "Traceback" not in err
+    assert not out.exists()  # the settings are checked before --out is created and locked
+
+
 def test_missing_checkpoint_and_wrong_action_size(ckpts, tmp_path, capsys, no_workers):
     assert main(["eval", "--checkpoint", str(tmp_path / "nope.pt"), "--out", str(tmp_path / "o")]) == 2
     assert "checkpoint not found" in capsys.readouterr().err
