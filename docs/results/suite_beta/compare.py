@@ -14,7 +14,10 @@
 6. the N=1 levers measured on init states 0-9 of every task (100 keys): the 40k policy from x0 = 0
    (``eval.noise_scale=0``, docs/results/suite_long_zero) at N=1 and at N=10 (docs/results/suite_long_zero10),
    the 40,000-step reflow (docs/results/suite_long_reflow40k), the 10,000-step reflow and the distillation,
-   each against the 40k policy's N=1 and N=10 from N(0, I) noise on the same keys.
+   each against the 40k policy's N=1 and N=10 from N(0, I) noise on the same keys;
+7. more demonstrations on the three failing tasks (docs/results/suite_more: the preset retrained on the 392
+   demos plus 59 more on random layouts of tasks 2, 4 and 9) at N=10, against the 40k policy at N=10, per
+   task, on the keys it was evaluated on.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -134,3 +137,13 @@ if __name__ == "__main__":
             a1, b1 = shared(long[1], lever)
             a10, b10 = shared(long[10], lever)
             print(f"| {label} | {cell(lever)} | {mc(a1, b1)} | {mc(a10, b10)} |")
+
+    if 1 in long_ns and (ROOT / "suite_more" / "episodes.parquet").is_file():
+        more10 = success("suite_more", 10)
+        print("\n## 7. more demos on tasks 2, 4, 9 (docs/results/suite_more), N=10; McNemar against 40k N=10\n")
+        per_task([("40k, N=10", long[10]), ("40k + 59 demos of tasks 2, 4, 9, N=10", more10)])
+        for label, tasks in (("tasks 2, 4, 9", {2, 4, 9}), ("the other tasks", set(range(10)) - {2, 4, 9})):
+            a, b = shared(long[10], more10)
+            m = a.index.get_level_values(0).isin(tasks)
+            if m.any():
+                print(f"\n{label}: {cell(b[m])} vs {cell(a[m])} on the same {int(m.sum())} keys, {mc(a[m], b[m])}")
