@@ -142,8 +142,8 @@ if __name__ == "__main__":
         more10 = success("suite_more", 10)
         print("\n## 7. more demos on tasks 2, 4, 9 (docs/results/suite_more), N=10; McNemar against 40k N=10\n")
         per_task([("40k, N=10", long[10]), ("40k + 59 demos of tasks 2, 4, 9, N=10", more10)])
+        a, b = shared(long[10], more10)
         for label, tasks in (("tasks 2, 4, 9", {2, 4, 9}), ("the other tasks", set(range(10)) - {2, 4, 9})):
-            a, b = shared(long[10], more10)
             m = a.index.get_level_values(0).isin(tasks)
             if m.any():
                 print(f"\n{label}: {cell(b[m])} vs {cell(a[m])} on the same {int(m.sum())} keys, {mc(a[m], b[m])}")
