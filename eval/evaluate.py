@@ -140,16 +140,19 @@ def check_trained_settings(ckpt: dict, checkpoint, cfg: EvalConfig, env_cfg) -> 
                     f"{fix}, or eval.allow_setting_mismatch=true to evaluate anyway")
 
 
-def _dist_info() -> tuple[int, int]:
-    """(rank, world size) from torchrun's variables; joins the gloo group when there are several ranks."""
+def _dist_info() -> tuple[int, int, bool]:
+    """(rank, world size, joined) from torchrun's variables; joins the gloo group when there are several ranks
+    and none is joined yet (``joined``: this call created it, so the evaluation must also destroy it)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
+    joined = False
     if world > 1:
         import torch.distributed as dist
 
         if not dist.is_initialized():
             dist.init_process_group("gloo")
-    return rank, world
+            joined = True
+    return rank, world, joined
 
 
 def _row(res, video: str) -> dict:
@@ -255,7 +258,7 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
 
     env_cfg = env_cfg or EnvConfig(suite=cfg.suite)
     plan = validate(cfg, checkpoint, env_cfg)
-    rank, world = _dist_info()
+    rank, world, joined = _dist_info()
     if cfg.device.startswith("cuda") and not torch.cuda.is_available():
         raise UserError("device cuda requested but torch sees no CUDA device; use --device cpu")
     policy = load_policy(checkpoint, cfg.device)
@@ -288,6 +291,8 @@ def _evaluate(cfg, checkpoint, out_dir, env_cfg, faults, progress):
         dist.barrier()
         df = store.merge() if rank == 0 else store.all_rows()
         dist.barrier()
+        if joined:  # leave the group before the process exits, as torch.distributed asks
+            dist.destroy_process_group()
     else:
         df = store.all_rows()
     if rank == 0 and progress:

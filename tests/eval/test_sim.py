@@ -156,7 +156,8 @@ def test_two_torchrun_ranks_give_the_same_table_and_actions(run2, ckpt, tmp_path
            "-m", "vla_flow", "eval", "--checkpoint", str(ckpt), "--out", str(out), "--config", str(cfg_file),
            "--tasks", "0", "--init-states", "0-1", "--flow-steps", "1,2", "--max-steps", str(STEPS),
            "--workers", "1", "--batch-size", "2", "--videos", "none", "--save-actions", "--no-progress"]
-    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=400)
+    proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, timeout=400)
+    assert proc.returncode == 0, f"torchrun exited {proc.returncode}; its stderr ends:\n{proc.stderr[-4000:]}"
     merged = pd.read_parquet(out / "episodes.parquet")
     assert not (out / "shards").exists()  # rank 0 merged the shards
     cols = ["init_state", "flow_steps", "success", "steps", "policy_calls"]
