@@ -191,7 +191,10 @@ def pairs_key(policy: torch.nn.Module, frames_digest: str, cfg: ReflowConfig) ->
         h.update(f"{name}:{tuple(t.shape)}".encode())
         h.update(t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes())
     h.update(frames_digest.encode())
-    h.update(json.dumps([cfg.samples_per_frame, cfg.pair_steps, cfg.pair_solver, cfg.seed]).encode())
+    settings = [cfg.samples_per_frame, cfg.pair_steps, cfg.pair_solver, cfg.seed]
+    if cfg.noise_scale != 1.0:  # appended only when not the default, so pairs kept before the option still match
+        settings.append(cfg.noise_scale)
+    h.update(json.dumps(settings).encode())
     return h.hexdigest()
 
 
@@ -220,6 +223,16 @@ def save_pairs(path: Path, key: str, x1: torch.Tensor) -> None:
 
 
 # -------------------------------------------------------------------------- the command's work
+def draws_per_frame(cfg: ReflowConfig) -> int:
+    """Noise draws per frame: cfg.samples_per_frame, or 1 when the pairs start at x0 = 0 (noise_scale 0), where
+    every draw is the same pair."""
+    if cfg.noise_scale == 0 and cfg.samples_per_frame > 1:
+        print(f"note: reflow.noise_scale 0: every pair starts at x0 = 0, so one draw per frame instead of "
+              f"{cfg.samples_per_frame}", file=sys.stderr)
+        return 1
+    return cfg.samples_per_frame
+
+
 def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path, cfg: ReflowConfig,
            progress: bool = True) -> dict:
     """Reflow (and optionally distil) ``checkpoint``; writes OUT/checkpoints/last.pt, OUT/run.json,
@@ -245,10 +258,10 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
     t_load = time.perf_counter()
     frames = hashlib.sha256()
     cond, arrays = frame_conditions(teacher, data, data.train, hasher=frames)
-    n_frames, k = cond.shape[0], cfg.samples_per_frame
+    n_frames, k = cond.shape[0], draws_per_frame(cfg)
     frame = torch.arange(n_frames).repeat_interleave(k)
     g = torch.Generator().manual_seed(cfg.seed)
-    x0 = torch.randn((n_frames * k, teacher.cfg.chunk_size, teacher.cfg.action_dim), generator=g)
+    x0 = torch.randn((n_frames * k, teacher.cfg.chunk_size, teacher.cfg.action_dim), generator=g) * cfg.noise_scale
     t_cond = time.perf_counter()
     pairs_file, key = out / "pairs.pt", pairs_key(teacher, frames.hexdigest(), cfg)
     x1 = load_pairs(pairs_file, key, x0.shape)
@@ -271,6 +284,7 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
 
     info = {"teacher": str(Path(checkpoint).resolve()), "data": [str(df.path) for df in data.files],
             "config": cfgmod.to_dict(cfg), "time_sampling": sampling, "train_frames": n_frames, "pairs": n_frames * k,
+            "noise_scale": cfg.noise_scale,
             "pair_nfe": flow.nfe(cfg.pair_steps, cfg.pair_solver), "pairs_reused": reused,
             "data_matches_teacher": bool(matches),
             "final_loss": float(np.mean(losses[-50:])),
@@ -278,6 +292,7 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
             "seconds": {"load_and_features": t_load - t_start, "conditions": t_cond - t_load,
                         "pairs": t_pairs - t_cond, "train": t_train - t_pairs, "distill": t_distill - t_train}}
     student.eval()
+    student.cfg.noise_scale = cfg.noise_scale  # sample from where the pairs started (eval.noise_scale overrides)
     save_checkpoint(last, student, experiment=ckpt["extra"]["experiment"], reflow=info, step=cfg.steps)
     info["seconds"]["total"] = time.perf_counter() - t_start
     rows = [f"{i + 1},reflow,{v:.6f}" for i, v in enumerate(losses)] + \

@@ -36,6 +36,9 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, help=f"(default {d.batch_size})")
     p.add_argument("--lr", type=float, help=f"(default {d.lr})")
     p.add_argument("--time-sampling", help="uniform | logit_normal | beta (default: the teacher's)")
+    p.add_argument("--noise-scale", type=float,
+                   help="pairs start at x0 = this x N(0, I) (default 1); 0: the teacher's deterministic path from "
+                        "x0 = 0, one pair per frame, and the student samples from 0")
     p.add_argument("--seed", type=int, help=f"(default {d.seed})")
     p.add_argument("--threads", type=int,
                    help=f"torch threads (default {d.threads}: the head is small; 0 = torch's default)")
@@ -59,7 +62,7 @@ def run(args) -> int:
 
 
 FLAGS = ("samples_per_frame", "pair_steps", "pair_solver", "steps", "distill_steps", "batch_size", "lr",
-         "time_sampling", "seed", "threads", "other_data")
+         "time_sampling", "seed", "threads", "other_data", "noise_scale")
 
 
 def reflow_config(config, overrides=(), flags: dict | None = None):

@@ -26,6 +26,13 @@ class ReflowConfig:
     # split's statistics equal the checkpoint's: a guard against passing the wrong files); true allows other
     # demos of the same tasks (a subset, or new layouts), recorded as data_matches_teacher: false in run.json.
     other_data: bool = False
+    # The pairs' start: x0 = noise_scale * N(0, I). 0 pairs every condition with x0 = 0 and the teacher's
+    # deterministic solution from it (one draw per frame: every draw would be the same), so the student's one
+    # step from x0 = 0, v(0, 0 | c), is trained on exactly the teacher's fine solution from 0: one-step
+    # distillation of the deterministic x0 = 0 path (the teacher's N=10 from 0 matched its N=10 from noise on
+    # the suite, README). The student is saved with policy.noise_scale set to it, so `vla-flow eval` starts
+    # where it was trained (eval.noise_scale overrides).
+    noise_scale: float = 1.0
 
     def __post_init__(self):
         for name in ("samples_per_frame", "pair_steps", "steps", "batch_size"):
@@ -33,8 +40,9 @@ class ReflowConfig:
                 raise ValueError(f"{name}: {getattr(self, name)!r}; expected a positive integer")
         if self.distill_steps < 0 or self.threads < 0:
             raise ValueError(f"distill_steps: {self.distill_steps}, threads: {self.threads}; expected >= 0")
-        if self.distill_steps < 0:
-            raise ValueError(f"distill_steps: {self.distill_steps}; expected >= 0")
+        from policy.flow import check_noise_scale
+
+        self.noise_scale = check_noise_scale(self.noise_scale)
         if not self.lr > 0:
             raise ValueError(f"lr: {self.lr}; expected > 0")
         from policy import flow  # torch: imported when a config is validated, not by `vla-flow --help`

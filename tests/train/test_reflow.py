@@ -250,6 +250,37 @@ def test_pairs_key_follows_the_frames_teacher_and_settings_not_the_thread_count(
     assert key(teacher, threads=2) == base
     assert key(teacher, rows=np.arange(len(data.train) - 1)) != base  # other frames
     assert key(teacher, settings=ReflowConfig(samples_per_frame=2, pair_steps=4, seed=1)) != base
+    assert key(teacher, settings=ReflowConfig(samples_per_frame=2, pair_steps=4, noise_scale=0)) != base
     with torch.no_grad():  # the conditioning path counts, not only the head
         next(p for n, p in teacher.named_parameters() if not n.startswith(("encoder.", "head."))).add_(1e-3)
     assert key(teacher) != base
+
+
+def test_reflow_from_x0_zero_pairs_each_frame_once_and_samples_from_zero(tiny_run, tmp_path, capsys):
+    """reflow.noise_scale 0: one pair per frame (every draw would be x0 = 0), x1 the teacher's fine solution
+    from 0, the student saved with policy.noise_scale 0 (eval starts where it was trained) and trained on
+    exactly those pairs."""
+    from policy.checkpoint import load_policy
+    from train.reflow import frame_conditions, load_checkpoint_data
+
+    ckpt, _ = tiny_run
+    out = tmp_path / "reflow0"
+    code = cli_main(["reflow", "--checkpoint", str(ckpt), "--out", str(out), "--samples-per-frame", "4",
+                     "--pair-steps", "4", "--steps", "300", "--batch-size", "32", "--lr", "3e-3", "--noise-scale", "0",
+                     "--no-progress"])
+    assert code == 0 and "one draw per frame instead of 4" in capsys.readouterr().err
+    info = json.loads((out / "run.json").read_text())
+    assert info["pairs"] == info["train_frames"] and info["noise_scale"] == 0.0
+    pairs = torch.load(out / "pairs.pt", weights_only=True)["x1"]
+    teacher, student = load_policy(ckpt), load_policy(out / "checkpoints" / "last.pt")
+    assert student.cfg.noise_scale == 0.0 and teacher.cfg.noise_scale == 1.0
+    _, data, _, _ = load_checkpoint_data(ckpt, None)
+    cond, _ = frame_conditions(teacher, data, data.train)
+    zero = torch.zeros_like(pairs)
+    with torch.no_grad():
+        fine = flow.integrate(teacher.head.sampler(cond, 4, "midpoint"), zero, 4, "midpoint")
+        one_t = flow.integrate(teacher.head.sampler(cond, 1), zero, 1)
+        one_s = flow.integrate(student.head.sampler(cond, 1), zero, 1)
+    assert torch.allclose(pairs, fine, atol=1e-5)  # the pairs are the teacher's path from 0
+    before, after = float((one_t - fine).pow(2).mean()), float((one_s - fine).pow(2).mean())
+    assert after < 0.5 * before, (before, after)  # the student's one step from 0 learnt the fine solution
