@@ -240,9 +240,10 @@ def hold_out_dir(out_dir: str | Path):
     """Validate ``out_dir`` (a writable folder) and hold its writer lock for the block: rank 0 the folder
     lock, rank r > 0 the lock of its shard (``vla_flow.lock``). Re-entrant in one process."""
     from vla_flow import lock
-    from vla_flow.io import check_output_dir
+    from vla_flow.io import check_output_dir, check_run_record
 
     check_output_dir(out_dir, "--out")
+    check_run_record(out_dir, "eval")  # not a training or reflow folder, whose run.json it would overwrite
     rank = int(os.environ.get("RANK", "0"))
     path = lock.folder_lock(out_dir) if rank == 0 else Path(out_dir) / f".vla-flow.rank{rank}.lock"
     with lock.hold(path, "--out"):

@@ -52,10 +52,11 @@ def train_experiment(exp, out, data=None, resume=None) -> dict:
     """The training stage for an experiment config: checks the run folder, holds its writer lock (rank 0),
     checks the resume checkpoint, then ``train.loop.train``; returns its summary."""
     from train.loop import train
-    from vla_flow.io import check_output_dir, disk_errors
+    from vla_flow.io import check_output_dir, check_run_record, disk_errors
     from vla_flow.lock import hold_folder
 
     check_output_dir(out)
+    check_run_record(out, "train")
     with hold_folder(out), disk_errors(out):  # rank 0 holds RUN's lock; only rank 0 writes there
         _check_resume(resume, out)
         return train(exp, out, data_paths=data or None, resume=resume)

@@ -244,6 +244,9 @@ def reflow(checkpoint: str | Path, data_paths: list[str] | None, out: str | Path
     last = out / "checkpoints" / "last.pt"
     if last.exists():
         raise UserError(f"{out} already holds a reflow run ({last}); pick a new --out")
+    from vla_flow.io import check_run_record
+
+    check_run_record(out, "reflow")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     t_start = time.perf_counter()

@@ -124,6 +124,32 @@ def check_output_dir(path: str | Path, flag: str = "--out") -> Path:
     return p
 
 
+# Keys that mark each command's DIR/run.json (present in every record it ever wrote, none in another's).
+RUN_RECORD_MARKERS = {"eval": ("checkpoint_sha256",), "train": ("total_steps",), "reflow": ("teacher",)}
+
+
+def check_run_record(path: str | Path, command: str, flag: str = "--out") -> None:
+    """Refuse an output folder whose ``run.json`` is another command's record, before any work.
+
+    Why: each command writes DIR/run.json; `vla-flow eval --out` pointed at a reflow or training folder
+    merged its record into theirs (the only check compared keys the foreign record lacks) and the
+    reflow's run record was lost. ``command``: a key of ``RUN_RECORD_MARKERS``. A record that is not
+    valid JSON is left to the writer (which moves it aside)."""
+    rec_path = Path(path) / "run.json"
+    if not rec_path.is_file():
+        return
+    try:
+        rec = json.loads(rec_path.read_text())
+    except (ValueError, UnicodeDecodeError, OSError):
+        return
+    if not isinstance(rec, dict) or any(k in rec for k in RUN_RECORD_MARKERS[command]):
+        return
+    other = next((c for c, keys in RUN_RECORD_MARKERS.items() if any(k in rec for k in keys)), None)
+    what = f"the record of a `vla-flow {other}` run" if other else "not a `vla-flow " + command + "` record"
+    raise UserError(f"{flag} {path}: its run.json is {what}, which `vla-flow {command}` would overwrite; "
+                    f"pick a new {flag} folder (e.g. {Path(path).name}_{command})")
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temp path beside ``path``; on clean exit it is renamed onto ``path``, else removed.

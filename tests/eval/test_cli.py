@@ -75,3 +75,22 @@ def test_missing_checkpoint_and_wrong_action_size(ckpts, tmp_path, capsys, no_wo
     assert "checkpoint not found" in capsys.readouterr().err
     assert main(["eval", "--checkpoint", str(ckpts[1]), "--out", str(tmp_path / "o")]) == 2
     assert "predicts 6-D actions" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("record", [
+    {"teacher": "/x/last.pt", "pairs": 10, "data": ["d.hdf5"]},  # a reflow folder
+    {"total_steps": 100, "train_frames": 10, "data": ["d.hdf5"]},  # a training folder
+])
+def test_an_out_folder_of_another_command_is_refused_and_kept(record, ckpts, tmp_path, capsys, no_workers):
+    """`--out` pointed at a reflow or training run folder used to merge the eval record into its run.json
+    (the reflow's record was lost that way); now: one error line, exit 2, the folder untouched."""
+    import json
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "run.json").write_text(json.dumps(record))
+    assert main(["eval", "--checkpoint", str(ckpts[0]), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --out ") and "pick a new --out folder" in err and "Traceback" not in err
+    assert json.loads((out / "run.json").read_text()) == record
+    assert sorted(p.name for p in out.iterdir()) == ["run.json"]

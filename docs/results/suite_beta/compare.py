@@ -14,7 +14,9 @@
 6. the N=1 levers measured on init states 0-9 of every task (100 keys): the 40k policy from x0 = 0
    (``eval.noise_scale=0``, docs/results/suite_long_zero) at N=1 and at N=10 (docs/results/suite_long_zero10),
    the 40,000-step reflow (docs/results/suite_long_reflow40k; a rerun of it started from x0 = 0 in
-   docs/results/suite_long_reflow40k_zero), the 10,000-step reflow and the distillation,
+   docs/results/suite_long_reflow40k_zero, the same checkpoint from N(0, I) in docs/results/suite_long_reflow40k_amd),
+   the one-step distillation of the x0 = 0 path (docs/results/suite_long_distill0: `vla-flow reflow
+   --noise-scale 0`), the 10,000-step reflow and the distillation,
    each against the 40k policy's N=1 and N=10 from N(0, I) noise on the same keys;
 7. more demonstrations on the three failing tasks (docs/results/suite_more: the preset retrained on the 392
    demos plus 59 more on random layouts of tasks 2, 4 and 9) at N=10, against the 40k policy at N=10, per
@@ -122,6 +124,8 @@ if __name__ == "__main__":
     levers6 = [("suite_long_zero", 1, "40k, x0 = 0, N=1"), ("suite_long_zero10", 10, "40k, x0 = 0, N=10"),
                ("suite_long_reflow40k", 1, "reflow 40k steps, N=1"),
                ("suite_long_reflow40k_zero", 1, "reflow 40k steps (rerun) from x0 = 0, N=1"),
+               ("suite_long_reflow40k_amd", 1, "reflow 40k steps (rerun) from N(0, I), N=1"),
+               ("suite_long_distill0", 1, "one-step distillation of the x0 = 0 path, N=1 from 0"),
                ("suite_long_reflow80k", 1, "reflow 80k steps, N=1"), ("suite_long_reflow", 1, "reflow 10k steps, N=1"),
                ("suite_long_distill", 1, "reflow + distill, N=1")]
     if 1 in long_ns and (ROOT / "suite_long_zero" / "episodes.parquet").is_file():
@@ -143,6 +147,15 @@ if __name__ == "__main__":
             a, b = shared(success("suite_long_reflow40k", 1), success("suite_long_reflow40k_zero", 1))
             print(f"\nreflow 40k from x0 = 0 (rerun) against reflow 40k from N(0, I) on the same {len(a)} keys: "
                   f"{cell(b)} vs {cell(a)}, {mc(a, b)}")
+        for base, other, what in (("suite_long_reflow40k", "suite_long_reflow40k_amd", "the rerun (2x pairs, this "
+                                   "AMD) against the Xeon reflow, both from N(0, I)"),
+                                  ("suite_long_reflow40k_amd", "suite_long_reflow40k_zero", "the rerun from x0 = 0 "
+                                   "against the same checkpoint from N(0, I)"),
+                                  ("suite_long_reflow40k_zero", "suite_long_distill0", "distillation of the x0 = 0 "
+                                   "path against the rerun reflow from x0 = 0")):
+            if all((ROOT / r / "episodes.parquet").is_file() for r in (base, other)):
+                a, b = shared(success(base, 1), success(other, 1))
+                print(f"\n{what}, N=1, on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
 
     if 1 in long_ns and (ROOT / "suite_more" / "episodes.parquet").is_file():
         more10 = success("suite_more", 10)
