@@ -166,3 +166,15 @@ if __name__ == "__main__":
             m = a.index.get_level_values(0).isin(tasks)
             if m.any():
                 print(f"\n{label}: {cell(b[m])} vs {cell(a[m])} on the same {int(m.sum())} keys, {mc(a[m], b[m])}")
+
+    if 1 in long_ns and (ROOT / "suite_long_distill0" / "episodes.parquet").is_file():
+        d1 = success("suite_long_distill0", 1)
+        print("\n## 8. one-step distillation of the 40k policy's x0 = 0 path (docs/results/suite_long_distill0), "
+              "N=1 from x0 = 0, on every key it was evaluated on; McNemar against 40k N=10\n")
+        per_task([("40k, N=10", long[10]), ("40k, N=1", long[1]), ("distilled, N=1", d1)])
+        a, b = shared(long[1], d1)
+        print(f"\ndistilled N=1 against 40k N=1 on the same {len(a)} keys: {cell(b)} vs {cell(a)}, {mc(a, b)}")
+        a, b = shared(long[10], d1)
+        print(f"distilled N=1 minus 40k N=10: {100 * (b.mean() - a.mean()):+.1f} points on {len(a)} keys")
+        ms = load(ROOT / "suite_long_distill0").query("flow_steps == 1 and status == 'ok'").flow_ms_mean.median()
+        print(f"flow loop per call (median over episodes of the per-episode mean): {ms:.2f} ms")
