@@ -1,4 +1,5 @@
 """FlowPolicy on tiny random-init CLIP towers (real open_clip code, width 64, 2 layers)."""
+import copy
 import warnings
 
 import numpy as np
@@ -229,6 +230,36 @@ def test_hoisted_sampler_equals_forward(chunk_policy):
     for k in range(5):
         t = torch.full((3,), k / 5)
         torch.testing.assert_close(fast(x, t), head(x, t, cond), rtol=1e-5, atol=1e-5)
+
+
+def test_sampler_weight_copies_follow_every_weight_change(chunk_policy):
+    """Without autograd the sampler reuses contiguous copies of the first layer's blocks; an optimizer step,
+    a load_state_dict and a move must each be seen (a stale copy would sample the old weights)."""
+    head = copy.deepcopy(chunk_policy.head)
+    g = torch.Generator().manual_seed(1)
+    cond, x = torch.randn(2, 512, generator=g), torch.randn(2, 4, 7, generator=g)
+    t = torch.zeros(2)
+
+    def check(dtype=torch.float32):
+        with torch.inference_mode():
+            fast = head.sampler(cond.to(dtype), 3)(x.to(dtype), t.to(dtype))
+            torch.testing.assert_close(fast, head(x.to(dtype), t.to(dtype), cond.to(dtype)), rtol=1e-5, atol=1e-5)
+        return fast
+
+    before = check()
+    opt = torch.optim.SGD(head.parameters(), lr=0.5)
+    head(x, torch.full((2,), 0.3), cond).pow(2).sum().backward()
+    opt.step()  # in place: same storage, version bumped
+    after_step = check()
+    assert not torch.allclose(before, after_step)
+    state = {k: v + 0.1 for k, v in head.state_dict().items()}
+    head.load_state_dict(state)
+    assert not torch.allclose(after_step, check())
+    head.double()
+    check(torch.float64)
+    with torch.no_grad():  # the copies made under inference_mode serve plain no_grad calls too
+        torch.testing.assert_close(head.sampler(cond.double(), 3)(x.double(), t.double()),
+                                   head(x.double(), t.double(), cond.double()))
 
 
 def test_patch_grid_average_pools_the_token_grid():
