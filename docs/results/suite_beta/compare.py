@@ -20,7 +20,11 @@
    each against the 40k policy's N=1 and N=10 from N(0, I) noise on the same keys;
 7. more demonstrations on the three failing tasks (docs/results/suite_more: the preset retrained on the 392
    demos plus 59 more on random layouts of tasks 2, 4 and 9) at N=10, against the 40k policy at N=10, per
-   task, on the keys it was evaluated on.
+   task, on the keys it was evaluated on;
+8. the one-step distillation of the x0 = 0 path (docs/results/suite_long_distill0) at N=1 from x0 = 0 on
+   every key it was evaluated on, per task, against the 40k policy's N=1 and N=10;
+9. replanning every 4 control steps instead of 8 (docs/results/suite_long_replan4: the 40k policy unchanged,
+   ``eval.n_action_steps=4``) at N=10, against the same policy executing whole chunks, per task.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -59,8 +63,9 @@ def shared(a: pd.Series, b: pd.Series) -> tuple[pd.Series, pd.Series]:
     return a.reindex(i), b.reindex(i)
 
 
-def per_task(rows: list[tuple[str, pd.Series]], base: int = 0) -> None:
-    """Markdown table: one column per (label, series) on the keys all share, McNemar of the last vs ``base``."""
+def per_task(rows: list[tuple[str, pd.Series]], base: int = 0, pooled: str = "suite (pooled)") -> None:
+    """Markdown table: one column per (label, series) on the keys all share, McNemar of the last vs ``base``;
+    the first row pools every key (``pooled`` names it: the suite, or the tasks a lever ran on)."""
     idx = rows[0][1].index
     for _, s in rows[1:]:
         idx = idx.intersection(s.index)
@@ -68,7 +73,7 @@ def per_task(rows: list[tuple[str, pd.Series]], base: int = 0) -> None:
     print("| task | " + " | ".join(label for label, _ in cols) + " | gained / lost, McNemar |")
     print("|---" * (len(cols) + 2) + "|")
     a, b = cols[base][1], cols[-1][1]
-    print("| **suite (pooled)** | " + " | ".join(f"**{cell(s)}**" for _, s in cols) + f" | {mc(a, b)} |")
+    print(f"| **{pooled}** | " + " | ".join(f"**{cell(s)}**" for _, s in cols) + f" | {mc(a, b)} |")
     for t in sorted(set(idx.get_level_values(0))):
         m = idx.get_level_values(0) == t
         print(f"| {t} | " + " | ".join(cell(s[m]) for _, s in cols) + f" | {mc(a[m], b[m])} |")
@@ -160,7 +165,8 @@ if __name__ == "__main__":
     if 1 in long_ns and (ROOT / "suite_more" / "episodes.parquet").is_file():
         more10 = success("suite_more", 10)
         print("\n## 7. more demos on tasks 2, 4, 9 (docs/results/suite_more), N=10; McNemar against 40k N=10\n")
-        per_task([("40k, N=10", long[10]), ("40k + 59 demos of tasks 2, 4, 9, N=10", more10)])
+        per_task([("40k, N=10", long[10]), ("40k + 59 demos of tasks 2, 4, 9, N=10", more10)],
+                 pooled="tasks 2, 4, 9 (pooled)")
         a, b = shared(long[10], more10)
         for label, tasks in (("tasks 2, 4, 9", {2, 4, 9}), ("the other tasks", set(range(10)) - {2, 4, 9})):
             m = a.index.get_level_values(0).isin(tasks)
@@ -178,3 +184,16 @@ if __name__ == "__main__":
         print(f"distilled N=1 minus 40k N=10: {100 * (b.mean() - a.mean()):+.1f} points on {len(a)} keys")
         ms = load(ROOT / "suite_long_distill0").query("flow_steps == 1 and status == 'ok'").flow_ms_mean.median()
         print(f"flow loop per call (median over episodes of the per-episode mean): {ms:.2f} ms")
+
+    if 1 in long_ns and (ROOT / "suite_long_replan4" / "episodes.parquet").is_file():
+        r10 = success("suite_long_replan4", 10)
+        print("\n## 9. replanning every 4 steps (docs/results/suite_long_replan4: the 40k policy, eval.n_action_steps=4),"
+              " N=10; McNemar against the same policy executing all 8 actions of each chunk\n")
+        per_task([("40k, 8 of 8 actions, N=10", long[10]), ("40k, first 4 of 8, N=10", r10)],
+                 pooled="tasks 2, 4, 9 (pooled)")
+        both = load(ROOT / "suite_long_replan4").query("flow_steps == 10 and status == 'ok'").set_index(KEYS)
+        whole = load(ROOT / "suite_long").query("flow_steps == 10 and status == 'ok'").set_index(KEYS)
+        whole = whole.reindex(both.index)
+        rate = lambda d: d.policy_calls.sum() / d.steps.sum()  # noqa: E731
+        print(f"\npolicy calls (image encodes) per control step on these keys: {rate(both):.3f} against "
+              f"{rate(whole):.3f}")
