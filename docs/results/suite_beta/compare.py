@@ -24,7 +24,10 @@
 8. the one-step distillation of the x0 = 0 path (docs/results/suite_long_distill0) at N=1 from x0 = 0 on
    every key it was evaluated on, per task, against the 40k policy's N=1 and N=10;
 9. replanning every 4 control steps instead of 8 (docs/results/suite_long_replan4: the 40k policy unchanged,
-   ``eval.n_action_steps=4``) at N=10, against the same policy executing whole chunks, per task.
+   ``eval.n_action_steps=4``) at N=10, against the same policy executing whole chunks, per task;
+10. where the distillation of section 8 loses (tasks 3 and 6): the teacher's own N=10 from x0 = 0, the map
+   the student was trained to reproduce (docs/results/suite_long_zero10 for init states 0-9,
+   docs/results/suite_long_zero10_t36 for 10-49), against the teacher from N(0, I) and the student.
 Episodes pair by (task, init_state, seed): the initial noise comes from the seed alone, so it is the same
 for every N and checkpoint.
 """
@@ -197,3 +200,15 @@ if __name__ == "__main__":
         rate = lambda d: d.policy_calls.sum() / d.steps.sum()  # noqa: E731
         print(f"\npolicy calls (image encodes) per control step on these keys: {rate(both):.3f} against "
               f"{rate(whole):.3f}")
+
+    if (ROOT / "suite_long_zero10_t36" / "episodes.parquet").is_file() and 1 in long_ns:
+        z = pd.concat([success("suite_long_zero10", 10), success("suite_long_zero10_t36", 10)])
+        z = z[z.index.get_level_values(0).isin([3, 6])]
+        d1 = success("suite_long_distill0", 1)
+        print("\n## 10. tasks 3 and 6: the teacher's N=10 from x0 = 0 (docs/results/suite_long_zero10 + "
+              "suite_long_zero10_t36), the map the student learnt; McNemar: distilled N=1 against it\n")
+        per_task([("40k, N=10 from N(0, I)", long[10]), ("40k, N=10 from 0", z), ("distilled, N=1 from 0", d1)],
+                 base=1, pooled="tasks 3, 6 (pooled)")
+        a, b = shared(long[10], z)
+        print(f"\nteacher from 0 against teacher from N(0, I), N=10, same {len(a)} keys: {cell(b)} vs {cell(a)}, "
+              f"{mc(a, b)}")
