@@ -56,6 +56,11 @@ class EnvConfig:
     # "soft": keep them and only overwrite the state (see envs/libero.py for the equivalence check)
     reset: Literal["hard", "soft"] = "hard"
     render: RenderConfig = field(default_factory=RenderConfig)
+    # Fresh layouts only: std (rad) of Gaussian noise on the arm's 7 initial joint positions. LIBERO's env
+    # wrapper builds robosuite with none, but the official init states were drawn with robosuite's default
+    # (0.02: their arm joints spread by 0.016-0.027 rad, fresh layouts by 0), so 0.02 makes fresh layouts
+    # start like the benchmark. An official init state sets the whole state and ignores this.
+    robot_init_noise: float = 0.0
 
     def __post_init__(self):
         check_suite_name(self.suite)
@@ -65,6 +70,9 @@ class EnvConfig:
             raise ValueError(f"max_steps: {self.max_steps} must be > 0")
         if self.reset not in ("hard", "soft"):
             raise ValueError(f"reset: '{self.reset}' must be 'hard' or 'soft'")
+        if not 0.0 <= float(self.robot_init_noise) < 1.0:
+            raise ValueError(f"robot_init_noise: {self.robot_init_noise} must be in [0, 1) rad "
+                             "(0.02 is what the official init states were drawn with)")
 
 
 @dataclass

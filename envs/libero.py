@@ -234,6 +234,8 @@ class LiberoEnv:
         self._prepare_sim()
         if init_state is not None:
             obs = self.set_sim_state(self.init_states[int(init_state)])
+        elif self.cfg.robot_init_noise > 0:
+            obs = self._perturb_arm(layout_seed)
         for i in range(self.cfg.settle_steps):
             if skip and i == self.cfg.settle_steps - 1:
                 self.cameras_on = True  # the observation this reset returns
@@ -293,6 +295,17 @@ class LiberoEnv:
 
     def object_poses(self) -> dict[str, np.ndarray]:
         return {n: self.object_pose(n) for n in self.object_names}
+
+    def _perturb_arm(self, seed: Optional[int]) -> dict:
+        """Add N(0, robot_init_noise^2) to the arm's 7 joint positions of a fresh layout, as robosuite's
+        ``initialization_noise`` does for the official init states, and return the new observation. Drawn
+        from a generator of its own seeded by the layout seed, after the layout is sampled: the objects'
+        layout for a seed is the same with and without the noise, and the noise is the same every time."""
+        state = self.get_sim_state()
+        qpos = 1 + np.asarray(self._env.robots[0]._ref_joint_pos_indexes)  # state = [time, qpos, qvel]
+        rng = np.random.default_rng(None if seed is None else [int(seed), 20_02])
+        state[qpos] += rng.normal(0.0, self.cfg.robot_init_noise, size=len(qpos))
+        return self.set_sim_state(state)
 
     def get_sim_state(self) -> np.ndarray:
         """Flattened MuJoCo state (1 + nq + nv,), the format of LIBERO's init states and HDF5 ``states``."""

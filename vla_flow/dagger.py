@@ -159,7 +159,8 @@ def run(args: argparse.Namespace) -> int:
     rep = generate_demos(DemoConfig(episodes=len(plans), workers=workers, layouts="random", seed=args.seed),
                          env_cfg, out / "demos", plans=plans, source=source)
     ok = sum(r["success"] for r in rollouts)
-    summary = {**source, "checkpoint": str(args.checkpoint), "policy_success": ok,
+    summary = {**source, "checkpoint": str(args.checkpoint), "robot_init_noise": env_cfg.robot_init_noise,
+               "policy_success": ok,
                "policy_errors": sum(r["status"] != "ok" for r in rollouts), "takeovers": len(plans),
                "takeovers_this_run": rep.tried, "takeovers_ok_this_run": rep.succeeded,
                "num_demos": rep.num_demos, "dataset": rep.path, "rollouts_s": round(t_roll, 1),

@@ -106,6 +106,40 @@ def test_soft_reset_is_bit_identical_to_hard_reset(physics_envs):
 
 
 @pytest.mark.sim
+def test_robot_init_noise_moves_only_the_arm_of_a_fresh_layout(physics_envs):
+    """env.robot_init_noise: the official init states' arm joints are spread by robosuite's 0.02 rad noise,
+    fresh layouts by none. With the option the arm (and only the arm) starts perturbed, the same for the same
+    seed; the objects' layout is the noise-free one; an official init state ignores it."""
+    env = physics_envs[1]
+    arm = 1 + np.asarray(env._env.robots[0]._ref_joint_pos_indexes)
+    assert len(arm) == 7
+
+    def start(init_state=None, seed=None):
+        env.reset(init_state=init_state, seed=seed)
+        return env.get_sim_state(), env.object_poses()
+
+    plain, plain_objects = start(seed=11)
+    official = start(init_state=4)[0]
+    try:
+        env.cfg.robot_init_noise = 0.02
+        noisy, noisy_objects = start(seed=11)
+        again = start(seed=11)[0]
+        other = start(seed=12)[0]
+        official_noisy = start(init_state=4)[0]
+    finally:
+        env.cfg.robot_init_noise = 0.0
+    delta = noisy[arm] - plain[arm]
+    assert 0.005 < delta.std() < 0.06 and np.abs(delta).max() < 0.1, delta  # after the settle steps too
+    assert max(np.abs(noisy_objects[n][:3] - plain_objects[n][:3]).max() for n in plain_objects) < 1e-6
+    np.testing.assert_array_equal(noisy, again)
+    assert np.abs(other[arm] - noisy[arm]).max() > 1e-3
+    np.testing.assert_array_equal(official_noisy, official)
+    with pytest.raises(ValueError, match="robot_init_noise"):
+        from envs.config import EnvConfig
+        EnvConfig(robot_init_noise=-0.1)
+
+
+@pytest.mark.sim
 def test_restored_snapshot_continues_the_same_trajectory(physics_envs):
     """DAgger takeovers restore a policy's mid-episode state in another env: the continuation must be the
     one the original env would have taken, with the gripper closed on the way (its command is not in
