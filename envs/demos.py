@@ -231,7 +231,8 @@ def generate_demos(cfg: DemoConfig, env_cfg: EnvConfig, out_dir: str | Path, rec
         env_cfg = EnvConfig(**{**asdict(env_cfg), "render": RenderConfig(cameras=[])})
     out = Path(out_dir) / f"{task.name}_demo.hdf5"
     parts = Path(out_dir) / f".{task.name}_parts"
-    header = dataset_header({"render": asdict(env_cfg.render), "reset": env_cfg.reset}, task, cfg, env_cfg)
+    noise = {"robot_init_noise": env_cfg.robot_init_noise} if env_cfg.robot_init_noise else {}  # old files resume
+    header = dataset_header({"render": asdict(env_cfg.render), "reset": env_cfg.reset, **noise}, task, cfg, env_cfg)
     if plans is None:
         plans = plan_episodes(cfg, task.n_init_states)
     else:

@@ -128,6 +128,9 @@ def test_other_settings_in_the_same_folder_are_refused(generated):
     other = type(cfg)(**{**cfg.__dict__, "layouts": "random"})
     with pytest.raises(UserError, match="other settings"):
         generate_demos(other, env_cfg, out)
+    noisy = type(env_cfg)(**{**env_cfg.__dict__, "robot_init_noise": 0.02})  # another start distribution
+    with pytest.raises(UserError, match="robot_init_noise"):
+        generate_demos(cfg, noisy, out)
 
 
 def test_truncated_and_incomplete_files_give_clear_errors(generated, tmp_path):
