@@ -23,9 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
-
-from reports.stats import wilson_interval
+from reports.stats import mcnemar_exact, wilson_interval
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE.parent
@@ -63,8 +61,7 @@ def cell(k: int, n: int) -> str:
 
 def mcnemar(a: pd.Series, b: pd.Series) -> str:
     only_a, only_b = int((a & ~b).sum()), int((~a & b).sum())
-    p = binomtest(only_a, only_a + only_b).pvalue if only_a + only_b else 1.0
-    return f"{only_a} / {only_b}, p = {p:.2g}"
+    return f"{only_a} / {only_b}, p = {mcnemar_exact(only_a, only_b):.2g}"
 
 
 def main():
