@@ -134,3 +134,26 @@ def write_run_info(out: Path, exp, data, sched, world: int, device) -> None:
         "trainable_params": data.policy.num_trainable_params(), "steps_per_epoch": sched.steps_per_epoch,
         "total_steps": sched.total_steps, "world_size": world, "device": str(device),
         "torch": torch.__version__})
+
+
+def check_init_from(path: str | None, pcfg) -> dict | None:
+    """The checkpoint ``train.init_from`` names, read and checked against this run's policy config before any
+    data or feature work (None when not fine-tuning). A different architecture or conditioning cannot start
+    from these weights, so every differing ``policy.*`` key is named."""
+    if not path:
+        return None
+    from policy.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        saved = read_checkpoint(path)
+    except CheckpointError as exc:
+        raise UserError(f"train.init_from: {exc}; give a policy checkpoint (a RUN/checkpoints/*.pt or an "
+                        "exported policy.pt) or drop train.init_from to train from scratch") from None
+    ours = cfgmod.to_dict(pcfg)
+    differ = sorted(k for k in set(ours) | set(saved["config"]) if ours.get(k) != saved["config"].get(k))
+    if differ:
+        shown = ", ".join(f"policy.{k}={saved['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:3])
+        raise UserError(f"train.init_from {path}: its policy config differs from this run's ({shown}"
+                        + (f", and {len(differ) - 3} more" if len(differ) > 3 else "")
+                        + "); fine-tune with the config it was trained with")
+    return saved

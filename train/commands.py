@@ -59,6 +59,9 @@ def train_experiment(exp, out, data=None, resume=None) -> dict:
     check_run_record(out, "train")
     with hold_folder(out), disk_errors(out):  # rank 0 holds RUN's lock; only rank 0 writes there
         _check_resume(resume, out)
+        from train.checkpoints import check_init_from
+
+        check_init_from(exp.train.init_from, exp.policy)  # before hours of demos reading and feature caching
         return train(exp, out, data_paths=data or None, resume=resume)
 
 

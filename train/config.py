@@ -27,6 +27,11 @@ class TrainConfig:
     cache_dir: Optional[str] = None  # None: next to each data file
     cache_batch_size: int = 32  # images per encoder call while building the cache
 
+    # fine-tuning: a policy checkpoint whose weights AND normalization statistics start this run (the policy
+    # config must equal this experiment's); None trains from scratch with statistics of this data's train split.
+    # The statistics are kept so the weights see the inputs they were trained on; ``--resume`` wins over it.
+    init_from: Optional[str] = None
+
     seed: int = 0
     batch_size: int = 64  # global batch (split evenly over DDP ranks)
     epochs: int = 100

@@ -157,10 +157,18 @@ def check_settings(env_cfg, files: list[DemoFile]) -> dict:
     return agreed
 
 
-def _policy(pcfg, table: FrameTable, device):
+def _policy(pcfg, table: FrameTable, device, init_from: str | None = None):
+    """A fresh policy with statistics of ``table`` (the train split), or, fine-tuning, the ``init_from``
+    checkpoint's weights and statistics (see ``TrainConfig.init_from``)."""
     from policy.modeling import FlowPolicy
     from policy.normalize import compute_stats
 
+    if init_from:
+        from policy.checkpoint import load_policy
+        from train.checkpoints import check_init_from
+
+        check_init_from(init_from, pcfg)
+        return load_policy(init_from, device).train()
     policy = FlowPolicy(pcfg)
     stats = compute_stats(table.actions, table.joints, table.ee_pose,
                           table.gripper if pcfg.use_gripper_state else None)
@@ -183,7 +191,7 @@ def load_train_data(exp, paths: list[str], device, check=None) -> TrainData:
     train_demos, val_demos = split_demos(files, cfg.val_fraction, cfg.seed)
     horizon = exp.policy.chunk_size
     train, val = build_frames(files, train_demos, horizon), build_frames(files, val_demos, horizon)
-    policy = _policy(exp.policy, train, device)
+    policy = _policy(exp.policy, train, device, cfg.init_from)
     if check is not None:
         check(policy)
     vision = exp.policy.vision
