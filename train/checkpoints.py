@@ -150,9 +150,11 @@ def check_init_from(path: str | None, pcfg) -> dict | None:
         raise UserError(f"train.init_from: {exc}; give a policy checkpoint (a RUN/checkpoints/*.pt or an "
                         "exported policy.pt) or drop train.init_from to train from scratch") from None
     ours = cfgmod.to_dict(pcfg)
-    differ = sorted(k for k in set(ours) | set(saved["config"]) if ours.get(k) != saved["config"].get(k))
+    # read as load_policy reads it: keys added since the checkpoint was saved take their defaults
+    theirs = cfgmod.to_dict(cfgmod.from_dict(type(pcfg), saved["config"]))
+    differ = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
     if differ:
-        shown = ", ".join(f"policy.{k}={saved['config'].get(k)!r} there, {ours.get(k)!r} here" for k in differ[:3])
+        shown = ", ".join(f"policy.{k}={theirs.get(k)!r} there, {ours.get(k)!r} here" for k in differ[:3])
         raise UserError(f"train.init_from {path}: its policy config differs from this run's ({shown}"
                         + (f", and {len(differ) - 3} more" if len(differ) > 3 else "")
                         + "); fine-tune with the config it was trained with")

@@ -60,3 +60,16 @@ def test_a_checkpoint_that_cannot_start_the_run_is_refused_before_any_data(tmp_p
                      "--data", str(tmp_path / "not_read_demo.hdf5")] + args)
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err, err
+
+
+def test_a_checkpoint_saved_before_a_policy_key_existed_still_starts_the_run(tmp_path, trained):
+    """Configs are compared as load_policy reads them: a key the checkpoint predates takes its default."""
+    from train.checkpoints import check_init_from
+
+    ckpt, _ = trained
+    old = torch.load(ckpt, weights_only=True)
+    assert old["config"].pop("noise_scale", "absent") != "absent"
+    torch.save(old, tmp_path / "old.pt")
+    assert check_init_from(str(tmp_path / "old.pt"), tiny().policy) is not None
+    with pytest.raises(Exception, match="policy.noise_scale=1.0 there, 0.5 here"):
+        check_init_from(str(tmp_path / "old.pt"), tiny("policy.noise_scale=0.5").policy)
