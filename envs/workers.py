@@ -149,6 +149,8 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
         out["reset_ms"] = (time.perf_counter() - t0) * 1e3
         if p.get("want_snapshot"):
             out["snapshot"] = state.env.snapshot()
+        if p.get("want_rest_pose"):  # eval.home_arm: the target of the homing prefix (envs/homing.py)
+            out["rest_ee_pose"] = state.env.rest_ee_pose()
         return out
     if cmd == "step":
         state.step += 1

@@ -58,6 +58,10 @@ class EvalConfig:
     # Initial-noise scale at evaluation (policy.noise_scale); None keeps the checkpoint's (1 unless set).
     # 0: every call integrates from x0 = 0 (deterministic; at N=1 the network's conditional-mean estimate).
     noise_scale: Optional[float] = None
+    # Agent-side homing prefix (envs/homing.py): before the first policy call, drive the gripper to the rest
+    # pose every demo started from (at most 20 steps, counted against the step limit). The official init
+    # states start the arm off rest by robosuite's init noise, which the scripted demos never show.
+    home_arm: bool = False
 
     def __post_init__(self):
         from envs.config import check_suite_name  # the suites come from the installed benchmark

@@ -171,7 +171,8 @@ def _row(res, video: str) -> dict:
             "policy_ms_p95": float(np.percentile(calls, 95)) if calls.size else float("nan"),
             "encode_ms_mean": mean(res.encode_ms), "flow_ms_mean": mean(res.flow_ms),
             "env_ms_mean": mean(res.step_ms), "video": video, "error": res.error,
-            "attempts": int(getattr(res, "attempts", 1)), "last_worker_error": getattr(res, "last_worker_error", "")}
+            "attempts": int(getattr(res, "attempts", 1)), "last_worker_error": getattr(res, "last_worker_error", ""),
+            "home_steps": int(getattr(res, "home_steps", 0))}
 
 
 def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, invariant: bool) -> dict:
@@ -190,7 +191,7 @@ def _run_meta(cfg: EvalConfig, checkpoint, plan: Plan, env_cfg, world: int, inva
             "versions": library_versions(), "command": " ".join(sys.argv), "suite": cfg.suite,
             "tasks": [t.record() for t in plan.tasks],  # the instruction fed and its source, per task
             "start_time": time.strftime("%Y-%m-%dT%H:%M:%S"), "config": to_dict(cfg), "env": to_dict(env_cfg),
-            "world_size": world, "n_action_steps": plan.n_action_steps,
+            "world_size": world, "n_action_steps": plan.n_action_steps, "home_arm": bool(cfg.home_arm),
             "inference": {"batch_size": cfg.batch_size, "batch_invariant_verified": invariant,
                           # the sampler that ran: the eval override, else the checkpoint's own
                           "solver": cfg.solver or plan.policy_cfg.get("solver", "euler"),
@@ -317,7 +318,7 @@ def _run(cfg, plan, env_cfg, caller, store, todo, total, index, faults, progress
                                n_action_steps=plan.n_action_steps, horizon=int(plan.policy_cfg.get("chunk_size", 1)),
                                call_timeout_s=cfg.call_timeout_s, episode_timeout_s=cfg.episode_timeout_s,
                                max_retries=cfg.max_retries, latency_budget=cfg.latency_budget,
-                               latency_ms=cfg.latency_ms, skip_renders=cfg.skip_renders)
+                               latency_ms=cfg.latency_ms, skip_renders=cfg.skip_renders, home_arm=cfg.home_arm)
     writer = VideoWriter(store.dir) if any(v for _, v, _ in items) else None
     bar = tqdm(total=total, initial=total - len(todo), desc="eval", unit="ep", disable=not progress,
                dynamic_ncols=True)

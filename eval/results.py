@@ -30,7 +30,7 @@ from vla_flow.io import atomic_path, atomic_write_json
 # The contract with reports/ (docs/interfaces.md): keep names and order.
 COLUMNS = ["task", "task_index", "init_state", "flow_steps", "seed", "success", "status", "steps",
            "policy_calls", "wall_s", "policy_ms_p50", "policy_ms_p95", "encode_ms_mean", "flow_ms_mean",
-           "env_ms_mean", "video", "error", "attempts", "last_worker_error"]
+           "env_ms_mean", "video", "error", "attempts", "last_worker_error", "home_steps"]
 KEY_COLUMNS = ["task_index", "init_state", "flow_steps", "seed"]
 STATUSES = ("ok", "error", "sim_unstable", "timeout")
 FINISHED = ("ok", "sim_unstable")
@@ -38,9 +38,9 @@ _DTYPES = {"task": str, "task_index": "int64", "init_state": "int64", "flow_step
            "seed": "int64", "success": bool, "status": str, "steps": "int64", "policy_calls": "int64",
            "wall_s": "float64", "policy_ms_p50": "float64", "policy_ms_p95": "float64",
            "encode_ms_mean": "float64", "flow_ms_mean": "float64", "env_ms_mean": "float64",
-           "video": str, "error": str, "attempts": "int64", "last_worker_error": str}
+           "video": str, "error": str, "attempts": "int64", "last_worker_error": str, "home_steps": "int64"}
 # Columns added after the first tables were written: older tables (and callers) get these defaults.
-DEFAULTS = {"attempts": 1, "last_worker_error": ""}
+DEFAULTS = {"attempts": 1, "last_worker_error": "", "home_steps": 0}
 
 
 def to_frame(rows: Iterable[dict]) -> pd.DataFrame:
@@ -220,7 +220,8 @@ def _invocation(meta: dict, now: bool = False) -> dict:
 
 def write_run_json(out_dir: str | Path, meta: dict) -> dict:
     """Write ``DIR/run.json``. On resume the checkpoint hash, suite, step limit and actions per chunk must
-    match the earlier run: mixing them in one table would make every comparison wrong."""
+    match the earlier run, and so must the homing prefix: mixing them in one table would make every
+    comparison wrong."""
     path, old = Path(out_dir) / "run.json", None
     if path.exists():
         try:
@@ -232,6 +233,9 @@ def write_run_json(out_dir: str | Path, meta: dict) -> dict:
             if old.get(k) is not None and old.get(k) != meta.get(k):
                 raise UserError(f"{path}: this folder holds a run with {k}={old.get(k)!r}, not "
                                 f"{meta.get(k)!r}; use a new --out folder")
+        if bool(old.get("home_arm")) != bool(meta.get("home_arm")):  # a folder from before the key: False
+            raise UserError(f"{path}: this folder holds a run with home_arm={bool(old.get('home_arm'))}, not "
+                            f"{bool(meta.get('home_arm'))}; use a new --out folder")
         earlier = old.get("invocations") or [_invocation(old)]
         meta = {**meta, "start_time": old.get("start_time", meta.get("start_time")),
                 "resumed_at": [*old.get("resumed_at", []), time.strftime("%Y-%m-%dT%H:%M:%S")],

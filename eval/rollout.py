@@ -11,6 +11,9 @@ frames when a video is wanted. Cameras render, and the worker converts an observ
 only on steps where the policy is queried or a video frame is kept (``skip_renders``).
 Latency-budget mode: a query that took L ms makes the env hold the previous action for ceil(L / 50 ms)
 steps before the new chunk starts (20 Hz control), so slow inference costs sim time.
+Homing (``home_arm``): after the reset, the gripper is driven to the rest pose every demo started from
+(``envs.homing``: one action per step from the observed pose, at most ``MAX_HOME_STEPS``) before the first
+policy call; those steps count against the step limit and are kept in ``home_steps``.
 """
 from __future__ import annotations
 
@@ -44,6 +47,7 @@ class RolloutSettings:
     latency_ms: Optional[float] = None  # fixed latency for latency-budget mode; None: measured per call
     skip_renders: bool = True  # render cameras only on steps whose observation is used
     record_snapshots: bool = False  # keep the env snapshot at every policy query (DAgger takeovers)
+    home_arm: bool = False  # drive the gripper to the rest pose first (envs/homing.py); counts as steps
 
 
 @dataclass
@@ -69,6 +73,7 @@ class EpisodeResult:
     attempts: int = 1  # 1 + the retries after a worker died or hung
     last_worker_error: str = ""  # the last worker failure of this episode in one line ('' if none)
     held_steps: int = 0  # latency-budget mode: steps spent holding the previous action
+    home_steps: int = 0  # home_arm: steps spent homing before the first policy call (part of ``steps``)
     snapshots: list = field(default_factory=list)  # record_snapshots: LiberoEnv.snapshot() at each query
 
 
@@ -141,7 +146,9 @@ class _Live:
     text: str
     video: bool
     t0: float = field(default_factory=time.perf_counter)
-    phase: str = "reset"  # reset -> policy -> act -> (policy | act)... -> done
+    phase: str = "reset"  # reset -> [home -> act ...] -> policy -> act -> (policy | act)... -> done
+    homing: bool = False  # home_arm: still homing (``rest_pose`` is the target)
+    rest_pose: Optional[np.ndarray] = None
     obs: Optional[dict] = None
     queue: Optional[ActionQueue] = None  # set by Rollouts._start (n_action_steps is the run's)
     last_action: np.ndarray = field(default_factory=lambda: NOOP_ACTION.copy())
@@ -170,6 +177,7 @@ class Rollouts:
             for w in self.pool.workers:
                 if w.slot not in self.active and self.todo:
                     self._start(w, *self.todo.popleft())
+            self._home([ep for ep in self.active.values() if ep.phase == "home"])
             self._query([ep for ep in self.active.values() if ep.phase == "policy"])
             for w in self.pool.workers:
                 ep = self.active.get(w.slot)
@@ -193,7 +201,8 @@ class Rollouts:
         env_cfg = {**self.s.env_cfg, "suite": key.suite, "task": key.task_index, "max_steps": self.s.max_steps}
         w.send("reset", {"env_cfg": env_cfg, "init_state": key.init_state, "seed": key.seed,
                          "want_obs": True, "want_frame": video, "attempt": attempt,
-                         "skip_renders": self.s.skip_renders, "want_snapshot": self.s.record_snapshots})
+                         "skip_renders": self.s.skip_renders, "want_snapshot": self.s.record_snapshots,
+                         "want_rest_pose": self.s.home_arm})
 
     def _send_step(self, w: EnvWorker, ep: _Live) -> None:
         action = ep.queue.pop()
@@ -202,6 +211,20 @@ class Rollouts:
         w.send("step", {"action": action, "want_obs": not ep.queue, "want_frame": ep.video,
                         "want_snapshot": self.s.record_snapshots and not ep.queue})
         ep.phase = "step"
+
+    def _home(self, eps: list[_Live]) -> None:
+        """Queue each homing episode's next homing action, or hand it to the policy once the gripper is at
+        the rest pose (or after ``MAX_HOME_STEPS``: the policy then starts wherever the arm is)."""
+        from envs.homing import MAX_HOME_STEPS, home_action
+
+        for ep in eps:
+            action = home_action(ep.obs["ee_pose"], ep.rest_pose) if ep.res.home_steps < MAX_HOME_STEPS else None
+            if action is None:
+                ep.homing, ep.phase = False, "policy"
+                continue
+            ep.res.home_steps += 1
+            ep.queue.push(action[None])
+            ep.phase = "act"
 
     def _query(self, eps: list[_Live]) -> None:
         """One policy call per distinct N among the waiting episodes (slot order, so it is reproducible)."""
@@ -260,7 +283,9 @@ class Rollouts:
         if ep.phase == "reset":
             ep.res.reset_ms = r["reset_ms"]
             self._observe(ep, r)
-            ep.phase = "policy"
+            ep.homing = self.s.home_arm
+            ep.rest_pose = r.get("rest_ee_pose")
+            ep.phase = "home" if ep.homing else "policy"
             return
         self._on_step(w, ep, r)
 
@@ -287,7 +312,7 @@ class Rollouts:
         elif res.steps >= self.s.max_steps:
             self._finish(w, "ok")
         else:
-            ep.phase = "act" if ep.queue else "policy"
+            ep.phase = "act" if ep.queue else ("home" if ep.homing else "policy")
 
     def _failed(self, w: EnvWorker, ep: _Live, exc: WorkerError) -> None:
         key, attempt = ep.res.key, ep.res.attempts - 1

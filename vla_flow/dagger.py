@@ -93,7 +93,8 @@ def collect_rollouts(cfg, env_cfg, checkpoint: str, out: Path, n: int, seed: int
                                    n_action_steps=plan.n_action_steps,
                                    horizon=int(plan.policy_cfg.get("chunk_size", 1)),
                                    call_timeout_s=cfg.call_timeout_s, episode_timeout_s=cfg.episode_timeout_s,
-                                   max_retries=cfg.max_retries, record_snapshots=True)
+                                   max_retries=cfg.max_retries, record_snapshots=True,
+                                   home_arm=cfg.home_arm)
         with WorkerPool(min(workers, len(todo))) as pool, tqdm(total=n, initial=n - len(todo), desc="rollouts",
                                                                 unit="ep") as bar:
             for res in Rollouts(pool, caller, settings).run([(k, False, task.language) for k in todo]):
@@ -160,6 +161,7 @@ def run(args: argparse.Namespace) -> int:
                          env_cfg, out / "demos", plans=plans, source=source)
     ok = sum(r["success"] for r in rollouts)
     summary = {**source, "checkpoint": str(args.checkpoint), "robot_init_noise": env_cfg.robot_init_noise,
+               "home_arm": bool(cfg.home_arm),
                "policy_success": ok,
                "policy_errors": sum(r["status"] != "ok" for r in rollouts), "takeovers": len(plans),
                "takeovers_this_run": rep.tried, "takeovers_ok_this_run": rep.succeeded,

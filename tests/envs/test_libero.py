@@ -140,6 +140,42 @@ def test_robot_init_noise_moves_only_the_arm_of_a_fresh_layout(physics_envs):
 
 
 @pytest.mark.sim
+def test_homing_brings_an_official_start_back_to_the_demos_rest_pose(physics_envs):
+    """eval.home_arm: ``rest_ee_pose`` is where every fresh layout (every demo) starts, and the homing
+    prefix drives an official init state's perturbed arm there within MAX_HOME_STEPS, joints included (OSC's
+    nullspace pulls toward the rest joints), without moving the objects more than settling does."""
+    from envs.homing import MAX_HOME_STEPS, home_action, pose_error
+
+    env = physics_envs[1]
+    arm = 1 + np.asarray(env._env.robots[0]._ref_joint_pos_indexes)
+
+    def pose(obs):
+        return C.ee_pose(obs[C.OBS_EEF_POS], obs[C.OBS_EEF_QUAT])
+
+    fresh = pose(env.reset(seed=3))
+    rest_joints = env.get_sim_state()[arm]
+    rest = env.rest_ee_pose()
+    dp, dr = pose_error(fresh, rest)
+    assert np.linalg.norm(dp) < 1e-6 and np.linalg.norm(dr) < 1e-6
+    for k in (0, 3):
+        obs = env.reset(init_state=k)
+        state0 = env.get_sim_state()
+        np.testing.assert_array_equal(env.rest_ee_pose(), rest)  # cached, and the state is left as it was
+        np.testing.assert_array_equal(env.get_sim_state(), state0)
+        before = np.abs(state0[arm] - rest_joints).max()
+        objects0 = env.object_poses()
+        steps = 0
+        while (a := home_action(pose(obs), rest)) is not None:
+            assert steps < MAX_HOME_STEPS, f"init state {k}: not homed in {MAX_HOME_STEPS} steps"
+            obs, _, _ = env.step(a)
+            steps += 1
+        after = np.abs(env.get_sim_state()[arm] - rest_joints).max()
+        assert steps >= 1 and before > 0.01 and after < 0.5 * before, (k, steps, before, after)
+        moved = max(np.abs(env.object_poses()[n][:3] - objects0[n][:3]).max() for n in objects0)
+        assert moved < 0.005, (k, moved)
+
+
+@pytest.mark.sim
 def test_restored_snapshot_continues_the_same_trajectory(physics_envs):
     """DAgger takeovers restore a policy's mid-episode state in another env: the continuation must be the
     one the original env would have taken, with the gripper closed on the way (its command is not in

@@ -80,6 +80,41 @@ def test_noise_scale_override_reaches_the_policy_and_is_recorded(ckpt, tmp_path)
     assert yaml.safe_load((out / "run.json").read_text())["inference"]["noise_scale"] == 0.0
 
 
+def test_home_arm_homes_before_the_first_call_and_is_part_of_the_run(ckpt, tmp_path):
+    """eval.home_arm: the first actions are the homing controller's (computed here from the same start), they
+    count as steps, the policy takes over after them, and a folder never mixes runs with and without it."""
+    from envs.homing import MAX_HOME_STEPS, home_action
+    from envs.libero import LiberoEnv
+    from vla_flow.errors import UserError
+
+    out = tmp_path / "home"
+    cfg = small(init_states="0", flow_steps=[1], workers=1, batch_size=1, videos="none", max_steps=20,
+                home_arm=True)
+    df = evaluate(cfg, ckpt, out, env_cfg=ENV, progress=False)
+    row = df.iloc[0]
+    assert row.status == "ok" and row.steps == 20 and 1 <= row.home_steps <= MAX_HOME_STEPS
+    assert row.policy_calls == -(-(20 - row.home_steps) // 5)  # chunks of 5 after the homing steps
+    acts = actions(out)["t00_init00_N1_seed0.npy"]
+    env = LiberoEnv(cfg=EnvConfig(suite="libero_spatial", task=0, reset="soft"))
+    try:
+        obs = env.policy_inputs(env.reset(init_state=0))
+        rest = env.rest_ee_pose()
+        for i in range(int(row.home_steps)):
+            a = home_action(obs["ee_pose"], rest)
+            np.testing.assert_allclose(acts[i], a, atol=1e-6)
+            obs = env.policy_inputs(env.step(a)[0])
+        assert home_action(obs["ee_pose"], rest) is None or row.home_steps == MAX_HOME_STEPS
+    finally:
+        env.close()
+    assert json.loads((out / "run.json").read_text())["home_arm"] is True
+    with pytest.raises(UserError, match="home_arm=True"):
+        evaluate(small(init_states="0-1", flow_steps=[1], workers=1, batch_size=1, videos="none", max_steps=20),
+                 ckpt, out, env_cfg=ENV, progress=False)
+    plain = evaluate(small(init_states="0", flow_steps=[1], workers=1, batch_size=1, videos="none", max_steps=20),
+                     ckpt, tmp_path / "plain", env_cfg=ENV, progress=False)
+    assert plain.home_steps.tolist() == [0]
+
+
 def test_videos_have_one_frame_per_step_and_are_right_side_up(run2):
     out, df = run2
     assert (df.video != "").all()

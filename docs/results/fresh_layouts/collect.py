@@ -47,6 +47,7 @@ def gather(runs: list[str]) -> pd.DataFrame:
                          "checkpoint_sha256": meta["checkpoint_sha256"], "task": task, "task_index": index[task],
                          "layout_seed": int(r["seed"]), "flow_steps": int(meta["flow_steps"]),
                          "robot_init_noise": float(meta.get("robot_init_noise", 0.0)),
+                         "home_arm": bool(meta.get("home_arm", False)),  # eval.home_arm (envs/homing.py)
                          "success": bool(r["success"]), "steps": int(r["steps"]), "status": r["status"],
                          # the arm's 7 joint positions at the first policy query (after the settle steps)
                          **{f"arm_q{j}": float(r["state"][0][1 + j]) if len(r["step"]) else np.nan
@@ -76,22 +77,26 @@ def main():
         tmp.replace(path)
         print(f"wrote {path} ({len(df)} rollouts)")
     df = pd.read_parquet(path)
-    variant = ["checkpoint", "flow_steps", "robot_init_noise"]
+    if "home_arm" not in df.columns:  # a table from before the homing prefix existed
+        df["home_arm"] = False
+    variant = ["checkpoint", "flow_steps", "robot_init_noise", "home_arm"]
     assert not df.duplicated(variant + ["task_index", "layout_seed"]).any(), "duplicate rollouts"
     print(f"\n{(df.status != 'ok').sum()} of {len(df)} rollouts not ok\n")
     print("| task | policy, N, arm init noise (rad) | fresh layouts | official init states 0-49 (same N) |")
     print("|---|---|---|---|")
     ok = df[df.status == "ok"]
-    name = lambda ckpt, n, noise: f"{OFFICIAL[ckpt][1]}, N={n}, noise {noise:g}"
-    for (task, ckpt, n, noise), g in ok.groupby(["task_index"] + variant):
+    name = lambda ckpt, n, noise, home: f"{OFFICIAL[ckpt][1]}, N={n}, noise {noise:g}" + (", homed" if home else "")
+    for (task, ckpt, n, noise, home), g in ok.groupby(["task_index"] + variant):
         off = pd.read_parquet(RESULTS / OFFICIAL[ckpt][0] / "episodes.parquet")
         off = off[(off.task_index == task) & (off.flow_steps == n) & (off.seed == 0) & (off.status == "ok")]
-        print(f"| {task} | {name(ckpt, n, noise)} | {cell(int(g.success.sum()), len(g))} | "
-              f"{cell(int(off.success.sum()), len(off))} |")
+        if home:  # homed runs on the official states are their own folders (README "Homing"), not compared here
+            off = off.iloc[:0]
+        official = cell(int(off.success.sum()), len(off)) if len(off) else "-"
+        print(f"| {task} | {name(ckpt, n, noise, home)} | {cell(int(g.success.sum()), len(g))} | {official} |")
     arm = [f"arm_q{j}" for j in range(7)]
     print("\nThe arm's start (joint positions after the settle steps, rad): std over episodes per joint")
-    for (ckpt, n, noise), g in ok.groupby(variant):
-        print(f"  fresh layouts, noise {noise:g} ({name(ckpt, n, noise)}, {len(g)}): "
+    for (ckpt, n, noise, home), g in ok.groupby(variant):
+        print(f"  fresh layouts, noise {noise:g} ({name(ckpt, n, noise, home)}, {len(g)}): "
               + " ".join(f"{v:.4f}" for v in g[arm].std().values))
     from envs.libero import resolve_task
     from envs.tasks import load_init_states
@@ -105,7 +110,7 @@ def main():
         for vb in names[i + 1:]:
             a, b = groups[va], groups[vb]
             both = a.index.intersection(b.index)
-            if not len(both) or (va[:2] != vb[:2] and va[2] != vb[2]):  # one difference at a time
+            if not len(both) or sum([va[:2] != vb[:2], va[2] != vb[2], va[3] != vb[3]]) != 1:  # one at a time
                 continue
             print(f"\n{name(*va)} against {name(*vb)}, the same fresh layouts (only the first / only the second, "
                   "exact McNemar):")

@@ -16,34 +16,9 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from reports.stats import mcnemar_exact, wilson_interval
+from reports.paired import paired_by_task, read_episodes
 
 HERE = Path(__file__).resolve().parent
-KEY = ["task_index", "init_state", "seed"]
-
-
-def gather(runs: list[str]) -> pd.DataFrame:
-    """The episodes of every eval run folder, one table (each run evaluates other tasks)."""
-    frames = [pd.read_parquet(Path(r) / "episodes.parquet") for r in runs]
-    table = pd.concat(frames, ignore_index=True).sort_values(KEY + ["flow_steps"]).reset_index(drop=True)
-    if table.duplicated(KEY + ["flow_steps"]).any():
-        raise SystemExit("error: the runs overlap (the same task, init state, seed and N twice); give each once")
-    return table
-
-
-def paired(new: pd.DataFrame, base: pd.DataFrame, n: int = 10) -> pd.DataFrame:
-    a = base[base.flow_steps == n][KEY + ["success"]]
-    b = new[new.flow_steps == n][KEY + ["success", "status"]]
-    both = b.merge(a, on=KEY, suffixes=("_ft", "_40k"), validate="one_to_one")
-    rows = []
-    for task, g in list(both.groupby("task_index")) + [("pooled", both)]:
-        gained = int((g.success_ft & ~g.success_40k).sum())
-        lost = int((~g.success_ft & g.success_40k).sum())
-        lo, hi = wilson_interval(int(g.success_ft.sum()), len(g))
-        rows.append({"task": task, "n": len(g), "40k": int(g.success_40k.sum()), "fine-tuned": int(g.success_ft.sum()),
-                     "fine-tuned 95% CI": f"[{lo:.2f}, {hi:.2f}]", "gained": gained, "lost": lost,
-                     "McNemar p": mcnemar_exact(gained, lost), "not ok": int((g.status != "ok").sum())})
-    return pd.DataFrame(rows)
 
 
 def main() -> None:
@@ -51,10 +26,11 @@ def main() -> None:
     ap.add_argument("--runs", nargs="*", help="eval run folders to gather into episodes.parquet first")
     args = ap.parse_args()
     if args.runs:
-        gather(args.runs).to_parquet(HERE / "episodes.parquet", index=False)
+        read_episodes(args.runs).sort_values(["task_index", "init_state", "seed", "flow_steps"]).to_parquet(
+            HERE / "episodes.parquet", index=False)
     new = pd.read_parquet(HERE / "episodes.parquet")
     base = pd.read_parquet(HERE.parent / "suite_long" / "episodes.parquet")
-    print(paired(new, base).to_string(index=False))
+    print(paired_by_task(new, base, 10, names=("fine-tuned", "40k")).to_string(index=False))
 
 
 if __name__ == "__main__":
