@@ -147,7 +147,8 @@ def render_report(episodes: pd.DataFrame, table: pd.DataFrame, metas: dict[str, 
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters.update(pct=_fmt_pct, num=_fmt_num, pval=_fmt_p, words=_words)
     runs = [{"name": name, "dir": dirs[name], "meta": flatten(meta), "missing": not meta,
-             "random_init": random_init(meta)} for name, meta in metas.items()]
+             "random_init": random_init(meta), "home_arm": bool(meta.get("home_arm"))}
+            for name, meta in metas.items()]
     plot = base64.b64encode(plot_png.read_bytes()).decode() if plot_png else None
     from reports.suite import published_for, suite_grid
 

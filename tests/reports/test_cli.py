@@ -8,7 +8,7 @@ import sys
 import pandas as pd
 import pytest
 
-from tests.reports.conftest import TASKS, episode_rows, make_eval_dir
+from tests.reports.conftest import RUN_META, TASKS, episode_rows, make_eval_dir
 from vla_flow.cli import main
 
 # report_out (conftest): `vla-flow report <tmp>/run_a --out <tmp>/out`, shared with the browser test.
@@ -73,3 +73,12 @@ def test_missing_and_corrupt_episodes_file_exit_2(tmp_path):
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.startswith("error: ") and pattern in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_homed_run_is_labelled_policy_plus_homing(tmp_path):
+    plain = make_eval_dir(tmp_path / "plain", videos=False)
+    homed = make_eval_dir(tmp_path / "homed", videos=False, meta={**RUN_META, "home_arm": True})
+    assert main(["report", str(plain)]) == 0 and main(["report", str(homed)]) == 0
+    assert "policy + homing prefix" not in (plain / "report.html").read_text()
+    page = (homed / "report.html").read_text()
+    assert "Run homed: policy + homing prefix" in page and "eval.home_arm: true" in page
