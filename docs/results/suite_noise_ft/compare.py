@@ -16,7 +16,7 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
-from reports.paired import paired_by_task, read_episodes
+from reports.versus import paired_by_task, read_episodes
 
 HERE = Path(__file__).resolve().parent
 

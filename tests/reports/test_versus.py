@@ -1,8 +1,8 @@
-"""reports.paired: two evaluations of the same keys compared per task (pure logic on small tables)."""
+"""reports.versus: two evaluations of the same keys compared per task (pure logic on small tables)."""
 import pandas as pd
 import pytest
 
-from reports.paired import main, paired_by_task, read_episodes
+from reports.versus import main, paired_by_task, read_episodes
 
 
 def table(successes: dict, n: int = 10, status: str = "ok") -> pd.DataFrame:

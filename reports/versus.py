@@ -4,10 +4,13 @@ Why: a lever is measured by running the changed policy (or evaluation setting) o
 run already holds; only the discordant episodes say anything (``reports.stats``). Episodes pair by
 (task_index, init_state, seed) at one N, and only keys both tables hold with ``status == ok`` count.
 
-    python -m reports.paired runs/suite_home/eval --base docs/results/suite_long --flow-steps 10
+    python -m reports.versus runs/suite_home/eval --base docs/results/suite_long --flow-steps 10
 
 Each of ``NEW`` / ``--base`` is an eval folder (its ``episodes.parquet``) or a parquet file; several ``NEW``
-folders (each a part of the grid) are read as one table.
+folders (each a part of the grid) are read as one table. ``reports.paired_runs`` does the same pairing on
+a table loaded from several folders (``reports.load``); this module adds the per-task table with intervals
+for folders that each hold a part of the grid, and a CLI. Not named ``paired``: ``reports.paired`` is the
+package's function.
 """
 from __future__ import annotations
 
@@ -59,7 +62,7 @@ def paired_by_task(new: pd.DataFrame, base: pd.DataFrame, flow_steps: int, names
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m reports.paired", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m reports.versus", description=__doc__.split("\n\n")[0])
     p.add_argument("new", nargs="+", help="eval folders or episodes.parquet files of the changed run")
     p.add_argument("--base", required=True, help="eval folder or episodes.parquet of the reference run")
     p.add_argument("--flow-steps", type=int, default=10, help="the N compared (default 10)")
