@@ -28,6 +28,28 @@ ROT_TOL = 0.01  # ... and the hand this near the rest orientation (radians)
 MAX_HOME_STEPS = 20  # give up homing after this many steps (the policy then starts wherever the arm is)
 
 
+def rest_ee_pose(env) -> np.ndarray:
+    """(7,) ``ee_pose`` of a ``LiberoEnv``'s arm at robosuite's rest joints (``init_qpos``, where every fresh
+    layout, and so every demo, starts): forward kinematics on the current model, the arm's joint positions
+    put back afterwards (no time passes, the state is unchanged). Two ``mj_forward`` calls: cheap next to a reset."""
+    import robosuite.utils.transform_utils as T
+
+    from envs.conventions import ee_pose
+
+    robot, sim = env.raw_env.robots[0], env.sim
+    d, idx = sim.data, np.asarray(robot._ref_joint_pos_indexes)
+    saved = d.qpos[idx].copy()
+    try:
+        d.qpos[idx] = np.asarray(robot.init_qpos, dtype=np.float64)
+        sim.forward()
+        pos = np.array(d.site_xpos[robot.eef_site_id])
+        quat = T.convert_quat(np.array(d.get_body_xquat(robot.robot_model.eef_name)), to="xyzw")
+    finally:
+        d.qpos[idx] = saved
+        sim.forward()
+    return ee_pose(pos, quat).astype(np.float64)
+
+
 def pose_error(ee_pose: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(position error (3,) m, rotation error (3,) rotation vector, world frame) from ``ee_pose`` to
     ``target``; both (7,) ``[x, y, z, qx, qy, qz, qw]`` (docs/interfaces.md)."""

@@ -137,7 +137,6 @@ class LiberoEnv:
         self._render_s = 0.0
         self._steps = 0
         self._init_state: Optional[int] = None
-        self._rest_ee_pose: Optional[np.ndarray] = None  # rest_ee_pose(), computed on first use
         # The render switch: True (every camera renders), False (none: blank frames) or a set of camera
         # names. With action chunks the policy sees 1 observation in n_action_steps, and on CPU (EGL on
         # llvmpipe) rendering is most of a step, so the eval workers turn cameras off on the steps whose
@@ -320,28 +319,6 @@ class LiberoEnv:
             raise UserError(f"state has shape {state.shape}, this task's model needs ({expect},): the init "
                             "states do not match the installed LIBERO assets")
         return self._guard("set_init_state", self._env.set_init_state, state)
-
-    def rest_ee_pose(self) -> np.ndarray:
-        """(7,) ``ee_pose`` ``[x, y, z, qx, qy, qz, qw]`` of the arm at robosuite's rest joints (``init_qpos``,
-        where every fresh layout, and so every demo, starts): forward kinematics on the current model, the
-        state put back afterwards (positions and velocities; no time passes). Cached per env: the robot's
-        mount does not change between resets of one task."""
-        if self._rest_ee_pose is None:
-            import robosuite.utils.transform_utils as T
-
-            robot, d = self._env.robots[0], self.sim.data
-            idx = np.asarray(robot._ref_joint_pos_indexes)
-            saved = d.qpos[idx].copy()
-            try:
-                d.qpos[idx] = np.asarray(robot.init_qpos, dtype=np.float64)
-                self.sim.forward()
-                pos = np.array(d.site_xpos[robot.eef_site_id])
-                quat = T.convert_quat(np.array(d.get_body_xquat(robot.robot_model.eef_name)), to="xyzw")
-            finally:
-                d.qpos[idx] = saved
-                self.sim.forward()
-            self._rest_ee_pose = C.ee_pose(pos, quat).astype(np.float64)
-        return self._rest_ee_pose.copy()
 
     def snapshot(self) -> dict:
         """Everything needed to continue this episode elsewhere: ``state`` (1 + nq + nv,) the flattened

@@ -150,7 +150,9 @@ def _handle(state: _WorkerState, cmd: str, p: dict, faults: tuple) -> dict:
         if p.get("want_snapshot"):
             out["snapshot"] = state.env.snapshot()
         if p.get("want_rest_pose"):  # eval.home_arm: the target of the homing prefix (envs/homing.py)
-            out["rest_ee_pose"] = state.env.rest_ee_pose()
+            from envs.homing import rest_ee_pose
+
+            out["rest_ee_pose"] = rest_ee_pose(state.env)
         return out
     if cmd == "step":
         state.step += 1

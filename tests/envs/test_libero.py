@@ -144,7 +144,7 @@ def test_homing_brings_an_official_start_back_to_the_demos_rest_pose(physics_env
     """eval.home_arm: ``rest_ee_pose`` is where every fresh layout (every demo) starts, and the homing
     prefix drives an official init state's perturbed arm there within MAX_HOME_STEPS, joints included (OSC's
     nullspace pulls toward the rest joints), without moving the objects more than settling does."""
-    from envs.homing import MAX_HOME_STEPS, home_action, pose_error
+    from envs.homing import MAX_HOME_STEPS, home_action, pose_error, rest_ee_pose
 
     env = physics_envs[1]
     arm = 1 + np.asarray(env._env.robots[0]._ref_joint_pos_indexes)
@@ -154,13 +154,13 @@ def test_homing_brings_an_official_start_back_to_the_demos_rest_pose(physics_env
 
     fresh = pose(env.reset(seed=3))
     rest_joints = env.get_sim_state()[arm]
-    rest = env.rest_ee_pose()
+    rest = rest_ee_pose(env)
     dp, dr = pose_error(fresh, rest)
     assert np.linalg.norm(dp) < 1e-6 and np.linalg.norm(dr) < 1e-6
     for k in (0, 3):
         obs = env.reset(init_state=k)
         state0 = env.get_sim_state()
-        np.testing.assert_array_equal(env.rest_ee_pose(), rest)  # cached, and the state is left as it was
+        np.testing.assert_array_equal(rest_ee_pose(env), rest)  # the same from any state, which it leaves as it was
         np.testing.assert_array_equal(env.get_sim_state(), state0)
         before = np.abs(state0[arm] - rest_joints).max()
         objects0 = env.object_poses()

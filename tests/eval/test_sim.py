@@ -83,7 +83,7 @@ def test_noise_scale_override_reaches_the_policy_and_is_recorded(ckpt, tmp_path)
 def test_home_arm_homes_before_the_first_call_and_is_part_of_the_run(ckpt, tmp_path):
     """eval.home_arm: the first actions are the homing controller's (computed here from the same start), they
     count as steps, the policy takes over after them, and a folder never mixes runs with and without it."""
-    from envs.homing import MAX_HOME_STEPS, home_action
+    from envs.homing import MAX_HOME_STEPS, home_action, rest_ee_pose
     from envs.libero import LiberoEnv
     from vla_flow.errors import UserError
 
@@ -98,7 +98,7 @@ def test_home_arm_homes_before_the_first_call_and_is_part_of_the_run(ckpt, tmp_p
     env = LiberoEnv(cfg=EnvConfig(suite="libero_spatial", task=0, reset="soft"))
     try:
         obs = env.policy_inputs(env.reset(init_state=0))
-        rest = env.rest_ee_pose()
+        rest = rest_ee_pose(env)
         for i in range(int(row.home_steps)):
             a = home_action(obs["ee_pose"], rest)
             np.testing.assert_allclose(acts[i], a, atol=1e-6)
