@@ -75,6 +75,7 @@ class EpisodeResult:
     held_steps: int = 0  # latency-budget mode: steps spent holding the previous action
     home_steps: int = 0  # home_arm: steps spent homing before the first policy call (part of ``steps``)
     snapshots: list = field(default_factory=list)  # record_snapshots: LiberoEnv.snapshot() at each query
+    conds: list = field(default_factory=list)  # per policy call its cond (D,), when the caller returns one
 
 
 class PolicyCaller:
@@ -243,6 +244,8 @@ class Rollouts:
         r.call_ms.append(t["total_ms"])
         r.encode_ms.append(t["encode_ms"])
         r.flow_ms.append(t["flow_ms"])
+        if "cond" in t:  # a recording caller (vla_flow.distill.CondRecorder)
+            r.conds.append(t["cond"])
         hold = 0
         if self.s.latency_budget:
             latency = self.s.latency_ms if self.s.latency_ms is not None else t["total_ms"]

@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "reports.commands",   # report
     "vla_flow.quickstart",  # quickstart
     "vla_flow.dagger",    # dagger
+    "vla_flow.distill",   # distill-onpolicy
     "vla_flow.bench",     # bench {all,env,demos,policy,train,eval}
     "eval.offline",       # sweep-offline
     "train.reflow_cli",   # reflow

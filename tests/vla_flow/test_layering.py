@@ -7,7 +7,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 FLOOR = {"vla_flow.errors", "vla_flow.io", "vla_flow.config", "vla_flow.lock", "vla_flow.worklog"}
-ROOF = {"vla_flow.cli", "vla_flow.experiment", "vla_flow.quickstart", "vla_flow.dagger", "vla_flow.bench",
+ROOF = {"vla_flow.cli", "vla_flow.experiment", "vla_flow.quickstart", "vla_flow.dagger", "vla_flow.distill", "vla_flow.bench",
         "vla_flow.__main__", "vla_flow"}
 STAGES = ["envs", "policy", "train", "eval", "reports"]  # each may import the ones before it
 ADAPTERS = ("commands.py", "_cli.py", "bench.py")  # CLI/bench adapters of a stage: part of the roof
