@@ -41,3 +41,19 @@ def test_cli_reads_folders_and_refuses_overlap_and_missing(tmp_path, capsys):
     assert main([str(tmp_path / "nope"), "--base", str(b)]) == 2
     assert main([str(a), "--base", str(b), "--flow-steps", "1"]) == 2
     assert capsys.readouterr().err.count("error: ") == 3
+
+
+def test_a_one_step_run_against_the_base_at_another_n(tmp_path, capsys):
+    """--base-flow-steps: the student's N=1 paired with the teacher's N=10 on the same keys."""
+    base = pd.concat([table({(0, 0): True, (0, 1): True}), table({(0, 0): False, (0, 1): False}, n=1)])
+    new = table({(0, 0): True, (0, 1): False}, n=1)
+    out = paired_by_task(new, base, 1, base_flow_steps=10).set_index("task")
+    assert out.loc["pooled", ["n", "base", "new", "gained", "lost"]].tolist() == [2, 2, 1, 0, 1]
+    assert paired_by_task(new, base, 1).set_index("task").loc["pooled", "base"] == 0  # same N: base's N=1 rows
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    new.to_parquet(a / "episodes.parquet")
+    base.to_parquet(b / "episodes.parquet")
+    assert main([str(a), "--base", str(b), "--flow-steps", "1", "--base-flow-steps", "10"]) == 0
+    assert main([str(a), "--base", str(b), "--flow-steps", "1", "--base-flow-steps", "5"]) == 2
+    assert "base at N=5" in capsys.readouterr().err
