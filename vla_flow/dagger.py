@@ -61,11 +61,9 @@ def save_rollout(path: Path, res) -> None:
 
 
 def load_rollout(path: Path) -> dict:
+    """A rollout .npz (this module's or ``vla_flow.distill``'s) as a dict: arrays, and 0-d entries as scalars."""
     with np.load(path) as z:
-        out = {k: z[k] for k in z.files}
-    for k in ("success", "steps", "seed", "status", "error"):
-        out[k] = out[k].item()
-    return out
+        return {k: z[k].item() if z[k].ndim == 0 else z[k] for k in z.files}
 
 
 def collect_rollouts(cfg, env_cfg, checkpoint: str, out: Path, n: int, seed: int, flow_steps: int,

@@ -102,14 +102,6 @@ def save_rollout(path: Path, res) -> None:
                      task=res.key.task_index)
 
 
-def load_rollout(path: Path) -> dict:
-    with np.load(path) as z:
-        out = {k: z[k] for k in z.files}
-    for k in ("success", "steps", "status", "seed", "task"):
-        out[k] = out[k].item()
-    return out
-
-
 def collect(cfg, env_cfg, checkpoint: str, folder: Path, tasks: list, n: int, seed: int, flow_steps: int,
             workers: int) -> list[dict]:
     """The student's rollouts on ``n`` fresh layouts per task (``folder/t<task>_<i>.npz``, resumable)."""
@@ -141,6 +133,8 @@ def collect(cfg, env_cfg, checkpoint: str, folder: Path, tasks: list, n: int, se
                 save_rollout(path[res.key], res)
                 bar.update(1)
                 bar.set_postfix(task=res.key.task_index, success=res.success, steps=res.steps)
+    from vla_flow.dagger import load_rollout
+
     return [load_rollout(path[k]) for k in keys]
 
 

@@ -54,7 +54,7 @@ def test_cond_recorder_returns_each_rows_condition(tmp_path):
 def test_distill_onpolicy_records_states_labels_them_and_resumes(tmp_path, capsys):
     from policy.checkpoint import load_policy
     from policy import flow
-    from vla_flow.distill import load_rollout
+    from vla_flow.dagger import load_rollout
 
     from policy.checkpoint import save_checkpoint
 
