@@ -167,17 +167,16 @@ def sample_frames(n_demo: int, n_onpolicy: int, weight: float):
     return demo if weight == 0 else torch.cat([demo, onpolicy])
 
 
-def demo_conditions(teacher_path, data, rcfg):
-    """(cond (F, D), mask (F, H)) of the train split of ``data`` under the teacher (cached features)."""
+def demo_conditions(teacher, teacher_path, data, rcfg):
+    """(cond (F, D), mask (F, H), matches) of the train split of ``data`` under ``teacher`` (the policy loaded
+    from ``teacher_path``; cached features)."""
     from train.reflow import frame_conditions, load_checkpoint_data
 
     _, tdata, _, matches = load_checkpoint_data(
         teacher_path, data, mismatch=None if rcfg.other_data else
         f"--data does not match {teacher_path}'s training data; pass the demo file(s) it was trained on, or "
         "reflow.other_data=true for other demos of its tasks")
-    from policy.checkpoint import load_policy
-
-    cond, arrays = frame_conditions(load_policy(teacher_path), tdata, tdata.train)
+    cond, arrays = frame_conditions(teacher, tdata, tdata.train)
     return cond, arrays["action_mask"], bool(matches)
 
 
@@ -237,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         demo, n_demo, matches = {}, 0, None
         if args.data:
-            cond_d, mask_d, matches = demo_conditions(args.teacher, args.data, rcfg)
+            cond_d, mask_d, matches = demo_conditions(teacher, args.teacher, args.data, rcfg)
             key = f"{file_sha256(args.teacher)}:{[file_sha256(p) for p in args.data]}:{rcfg.pair_steps}:" \
                   f"{rcfg.pair_solver}:{rcfg.seed}:{scale}"
             x1 = load_pairs(out / "demo_pairs.pt", key, torch.Size((cond_d.shape[0], h, a)))
